@@ -1,0 +1,76 @@
+"""The MLflow Tracing data model: spans, traces, their metadata and assessments.
+
+Pure data: nothing here does I/O. Names and behaviour mirror ``mlflow.entities``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowtel.entities._constants import (
+    SpanAttributeKey,
+    TokenUsageKey,
+    TraceMetadataKey,
+    TraceTagKey,
+)
+from flowtel.entities._document import Document
+from flowtel.entities._span import LiveSpan, NoOpSpan, Span, SpanLogLevel, SpanType
+from flowtel.entities._span_event import SpanEvent
+from flowtel.entities._span_status import SpanStatus, SpanStatusCode
+from flowtel.entities._trace import Trace, TraceData
+from flowtel.entities._trace_info import TraceInfo
+from flowtel.entities._trace_location import (
+    InferenceTableLocation,
+    MlflowExperimentLocation,
+    TraceLocation,
+    TraceLocationType,
+)
+from flowtel.entities._trace_state import TraceState, TraceStatus
+
+_ASSESSMENT_NAMES = (
+    "Assessment",
+    "AssessmentError",
+    "AssessmentSource",
+    "AssessmentSourceType",
+    "Expectation",
+    "Feedback",
+)
+
+__all__ = [
+    "Assessment",
+    "AssessmentError",
+    "AssessmentSource",
+    "AssessmentSourceType",
+    "Document",
+    "Expectation",
+    "Feedback",
+    "InferenceTableLocation",
+    "LiveSpan",
+    "MlflowExperimentLocation",
+    "NoOpSpan",
+    "Span",
+    "SpanAttributeKey",
+    "SpanEvent",
+    "SpanLogLevel",
+    "SpanStatus",
+    "SpanStatusCode",
+    "SpanType",
+    "TokenUsageKey",
+    "Trace",
+    "TraceData",
+    "TraceInfo",
+    "TraceLocation",
+    "TraceLocationType",
+    "TraceMetadataKey",
+    "TraceState",
+    "TraceStatus",
+    "TraceTagKey",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ASSESSMENT_NAMES:
+        from flowtel.entities import _assessment
+
+        return getattr(_assessment, name)
+    raise AttributeError(f"module 'flowtel.entities' has no attribute {name!r}")

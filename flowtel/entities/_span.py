@@ -1,0 +1,552 @@
+"""Spans: immutable :class:`Span`, the mutable :class:`LiveSpan` and :class:`NoOpSpan`."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event as OTelEvent
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from opentelemetry.trace import Status as OTelStatus
+from opentelemetry.trace import StatusCode as OTelStatusCode
+
+from flowtel.entities import _hooks, _ids
+from flowtel.entities._constants import NO_OP_SPAN_TRACE_ID, SpanAttributeKey
+from flowtel.entities._json import dump_json, load_json
+from flowtel.entities._span_event import SpanEvent
+from flowtel.entities._span_status import SpanStatus, SpanStatusCode
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import Span as OTelSdkSpan
+
+_EMPTY_RESOURCE = Resource.get_empty()
+_OTEL_ERROR = OTelStatusCode.ERROR
+_OTEL_OK_STATUS = OTelStatus(OTelStatusCode.OK)
+
+
+class SpanType:
+    """Predefined span types. Any other string is accepted as a custom type."""
+
+    LLM = "LLM"
+    CHAIN = "CHAIN"
+    AGENT = "AGENT"
+    TOOL = "TOOL"
+    CHAT_MODEL = "CHAT_MODEL"
+    RETRIEVER = "RETRIEVER"
+    PARSER = "PARSER"
+    EMBEDDING = "EMBEDDING"
+    RERANKER = "RERANKER"
+    MEMORY = "MEMORY"
+    UNKNOWN = "UNKNOWN"
+    WORKFLOW = "WORKFLOW"
+    TASK = "TASK"
+    GUARDRAIL = "GUARDRAIL"
+    EVALUATOR = "EVALUATOR"
+
+
+class SpanLogLevel:
+    DEBUG = 10
+    INFO = 20
+    WARNING = 30
+    ERROR = 40
+    CRITICAL = 50
+
+
+_INFO_LEVEL_TYPES = frozenset(
+    {SpanType.LLM, SpanType.CHAT_MODEL, SpanType.TOOL, SpanType.RETRIEVER, SpanType.AGENT,
+     SpanType.EMBEDDING}
+)
+
+
+def default_log_level(span_type: str | None) -> int:
+    return SpanLogLevel.INFO if span_type in _INFO_LEVEL_TYPES else SpanLogLevel.DEBUG
+
+
+class Span:
+    """A finished span. Immutable; attribute values are decoded from their JSON strings.
+
+    Args:
+        otel_span: The OpenTelemetry ``ReadableSpan`` holding the data.
+    """
+
+    def __init__(self, otel_span: ReadableSpan) -> None:
+        if not isinstance(otel_span, ReadableSpan):
+            raise TypeError(
+                "Span() takes an OpenTelemetry ReadableSpan, got " f"{type(otel_span).__name__}."
+            )
+        self._span = otel_span
+
+    # -- identity ---------------------------------------------------------------------------
+    @cached_property
+    def trace_id(self) -> str:
+        """The MLflow trace id (``tr-<32 hex>``)."""
+        raw = self._span.attributes.get(SpanAttributeKey.REQUEST_ID) if self._span.attributes else None
+        value = load_json(raw)
+        if isinstance(value, str) and value:
+            return value
+        return _ids.trace_id_from_otel(self._span.context.trace_id)
+
+    @property
+    def request_id(self) -> str:
+        """Deprecated alias of :attr:`trace_id`."""
+        return self.trace_id
+
+    @property
+    def span_id(self) -> str:
+        """16-hex-digit span id."""
+        return _ids.span_id_hex(self._span.context.span_id)
+
+    @property
+    def parent_id(self) -> str | None:
+        parent = self._span.parent
+        return _ids.span_id_hex(parent.span_id) if parent else None
+
+    @property
+    def name(self) -> str:
+        return self._span.name
+
+    @property
+    def start_time_ns(self) -> int:
+        return self._span.start_time  # type: ignore[return-value]
+
+    @property
+    def end_time_ns(self) -> int | None:
+        return self._span.end_time
+
+    @property
+    def status(self) -> SpanStatus:
+        return SpanStatus.from_otel_status(self._span.status)
+
+    # -- content ----------------------------------------------------------------------------
+    @property
+    def inputs(self) -> Any:
+        return self.get_attribute(SpanAttributeKey.INPUTS)
+
+    @property
+    def outputs(self) -> Any:
+        return self.get_attribute(SpanAttributeKey.OUTPUTS)
+
+    @property
+    def span_type(self) -> str | None:
+        return self.get_attribute(SpanAttributeKey.SPAN_TYPE)
+
+    @property
+    def log_level(self) -> int | None:
+        return self.get_attribute(SpanAttributeKey.LOG_LEVEL)
+
+    @property
+    def description(self) -> str | None:
+        return self.get_attribute(SpanAttributeKey.DESCRIPTION)
+
+    @property
+    def model_name(self) -> str | None:
+        return self.get_attribute(SpanAttributeKey.MODEL)
+
+    @property
+    def llm_cost(self) -> dict[str, float] | None:
+        return self.get_attribute(SpanAttributeKey.LLM_COST)
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """All attributes, JSON-decoded."""
+        return {k: load_json(v) for k, v in (self._span.attributes or {}).items()}
+
+    @property
+    def events(self) -> list[SpanEvent]:
+        return [
+            SpanEvent(name=e.name, timestamp=e.timestamp, attributes=dict(e.attributes or {}))
+            for e in self._span.events
+        ]
+
+    @property
+    def links(self) -> list[dict[str, Any]]:
+        return [_link_to_dict(link) for link in getattr(self._span, "links", ()) or ()]
+
+    def get_attribute(self, key: str) -> Any:
+        """One attribute, JSON-decoded; None when absent."""
+        attrs = self._span.attributes
+        return load_json(attrs.get(key)) if attrs else None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, trace_id={self.trace_id!r}, "
+            f"span_id={self.span_id!r}, parent_id={self.parent_id!r})"
+        )
+
+    # -- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The MLflow v3 span dict (base64 ids, JSON-string attributes)."""
+        span = self._span
+        context = span.context
+        parent = span.parent
+        status = span.status
+        code = SpanStatus.from_otel_status(status).status_code
+        return {
+            "trace_id": _ids.encode_trace_id_b64(context.trace_id),
+            "span_id": _ids.encode_span_id_b64(context.span_id),
+            "parent_span_id": _ids.encode_span_id_b64(parent.span_id) if parent else None,
+            "name": span.name,
+            "start_time_unix_nano": span.start_time,
+            "end_time_unix_nano": span.end_time,
+            "events": [
+                {
+                    "name": e.name,
+                    "time_unix_nano": e.timestamp,
+                    "attributes": dict(e.attributes or {}),
+                }
+                for e in span.events
+            ],
+            "status": {
+                "code": code.to_otel_proto_status_code_name(),
+                "message": status.description or "",
+            },
+            "attributes": dict(span.attributes or {}),
+            "links": self.links,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Span:
+        """A span from an MLflow span dict (v3 with base64 or hex ids, or the older v2 form)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"A span dict is required, got {type(data).__name__}.")
+        attributes = data.get("attributes") or {}
+        if not attributes.get(SpanAttributeKey.REQUEST_ID):
+            raise ValueError(f"The {SpanAttributeKey.REQUEST_ID} attribute is empty or missing.")
+        if "context" in data:
+            return cls._from_dict_v2(data)
+        try:
+            trace_id, span_id, parent_id = _decode_ids(data)
+            status = data.get("status") or {}
+            span_status = SpanStatus(
+                SpanStatusCode.parse(status.get("code", "STATUS_CODE_UNSET")),
+                status.get("message", "") or "",
+            )
+            end = data.get("end_time_unix_nano")
+            otel_span = ReadableSpan(
+                name=data["name"],
+                context=_context(trace_id, span_id),
+                parent=_context(trace_id, parent_id) if parent_id else None,
+                start_time=int(data["start_time_unix_nano"]),
+                end_time=int(end) if end else None,
+                attributes=dict(attributes),
+                status=span_status.to_otel_status(),
+                resource=_EMPTY_RESOURCE,
+                events=[
+                    OTelEvent(
+                        name=e["name"],
+                        timestamp=int(e["time_unix_nano"]),
+                        attributes=e.get("attributes") or {},
+                    )
+                    for e in data.get("events") or []
+                ],
+                links=_links_from_dicts(data.get("links") or [], trace_id),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"Invalid span dict ({type(exc).__name__}: {exc}).") from exc
+        return cls(otel_span)
+
+    @classmethod
+    def _from_dict_v2(cls, data: dict[str, Any]) -> Span:
+        ctx = data["context"]
+        trace_id = int(str(ctx["trace_id"]).removeprefix("0x"), 16)
+        span_id = int(str(ctx["span_id"]).removeprefix("0x"), 16)
+        parent = data.get("parent_id")
+        parent_id = int(str(parent).removeprefix("0x"), 16) if parent else None
+        status = SpanStatus(data.get("status_code", "UNSET"), data.get("status_message", "") or "")
+        otel_span = ReadableSpan(
+            name=data["name"],
+            context=_context(trace_id, span_id),
+            parent=_context(trace_id, parent_id) if parent_id else None,
+            start_time=data["start_time"],
+            end_time=data.get("end_time"),
+            attributes=dict(data["attributes"]),
+            status=status.to_otel_status(),
+            resource=_EMPTY_RESOURCE,
+            events=[
+                OTelEvent(name=e["name"], timestamp=e["timestamp"], attributes=e.get("attributes") or {})
+                for e in data.get("events") or []
+            ],
+        )
+        return cls(otel_span)
+
+
+class LiveSpan(Span):
+    """A span that is still running: set inputs, outputs, attributes, status, events; then end.
+
+    Setters never raise: a failure inside tracing is reported, the user's program goes on.
+    Not meant to be shared between threads while it is being mutated.
+    """
+
+    def __init__(self, otel_span: OTelSdkSpan, trace_id: str, span_type: str = SpanType.UNKNOWN):
+        self._span = otel_span
+        self._trace_id = trace_id
+        self._span_type = span_type
+
+    @property
+    def trace_id(self) -> str:  # type: ignore[override]
+        return self._trace_id
+
+    @property
+    def span_type(self) -> str | None:
+        return self._span_type
+
+    def set_span_type(self, span_type: str) -> None:
+        self._span_type = span_type
+        self._set_raw(SpanAttributeKey.SPAN_TYPE, dump_json(span_type))
+
+    def set_description(self, description: str) -> None:
+        self.set_attribute(SpanAttributeKey.DESCRIPTION, description)
+
+    def set_log_level(self, level: int | str) -> None:
+        if isinstance(level, str):
+            level = getattr(SpanLogLevel, level.upper(), SpanLogLevel.INFO)
+        self.set_attribute(SpanAttributeKey.LOG_LEVEL, int(level))
+
+    def set_inputs(self, inputs: Any) -> None:
+        self.set_attribute(SpanAttributeKey.INPUTS, inputs)
+
+    def set_outputs(self, outputs: Any) -> None:
+        self.set_attribute(SpanAttributeKey.OUTPUTS, outputs)
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        if not isinstance(attributes, dict):
+            _report(f"set_attributes() takes a dict, got {type(attributes).__name__}; ignored.")
+            return
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            _report(f"Attribute keys must be strings, got {type(key).__name__}; ignored.")
+            return
+        self._set_raw(key, _ENCODER(value))
+
+    def _set_raw(self, key: str, raw: str) -> None:
+        if self._span.is_recording():
+            self._span.set_attribute(key, raw)
+
+    def set_status(self, status: SpanStatus | SpanStatusCode | str) -> None:
+        try:
+            if not isinstance(status, SpanStatus):
+                status = SpanStatus(SpanStatusCode.parse(status))
+        except ValueError as exc:
+            _report(str(exc))
+            return
+        if self._span.is_recording():
+            self._span.set_status(status.to_otel_status())
+
+    def add_event(self, event: SpanEvent) -> None:
+        if self._span.is_recording():
+            self._span.add_event(event.name, _event_attributes(event.attributes), event.timestamp)
+
+    def record_exception(self, exception: BaseException | str) -> None:
+        """Add an ``exception`` event and set the status to ERROR."""
+        if isinstance(exception, str):
+            exception = Exception(exception)
+        event = SpanEvent.from_exception(exception)
+        event.timestamp = _now_ns()
+        self.add_event(event)
+        self.set_status(SpanStatus(SpanStatusCode.ERROR, _error_description(exception)))
+
+    def end(
+        self,
+        outputs: Any = None,
+        attributes: dict[str, Any] | None = None,
+        status: SpanStatus | str | None = None,
+        end_time_ns: int | None = None,
+    ) -> None:
+        """End the span. Status becomes OK unless it is ERROR. Ending twice does nothing."""
+        span = self._span
+        if not span.is_recording():
+            return
+        if attributes:
+            self.set_attributes(attributes)
+        if outputs is not None:
+            self.set_outputs(outputs)
+        if status is not None:
+            self.set_status(status)
+        if span.status.status_code is not _OTEL_ERROR:
+            span.set_status(_OTEL_OK_STATUS)
+        attrs = span.attributes
+        if attrs is None or SpanAttributeKey.LOG_LEVEL not in attrs:
+            level = SpanLogLevel.ERROR if span.status.status_code is _OTEL_ERROR else (
+                default_log_level(self._span_type))
+            span.set_attribute(SpanAttributeKey.LOG_LEVEL, str(level))
+        _hooks.before_end(self)
+        span.end(end_time=end_time_ns if end_time_ns is not None else _hooks.now_ns())
+
+    def to_immutable_span(self) -> Span:
+        return Span(self._span)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Span:
+        raise NotImplementedError("LiveSpan cannot be built from a dict; use Span.from_dict.")
+
+
+class NoOpSpan(Span):
+    """Stands in for a span that is not recorded (tracing disabled, sampled out, or failed).
+
+    Every method works and does nothing, so user code never has to check.
+    """
+
+    def __init__(self, otel_span: Any = None) -> None:
+        self._span = otel_span if otel_span is not None else NonRecordingSpan(_INVALID_CONTEXT)
+
+    @property
+    def trace_id(self) -> str:  # type: ignore[override]
+        return NO_OP_SPAN_TRACE_ID
+
+    @property
+    def span_id(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def parent_id(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def name(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def start_time_ns(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def end_time_ns(self) -> None:
+        return None
+
+    @property
+    def status(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def events(self) -> list[SpanEvent]:
+        return []
+
+    def get_attribute(self, key: str) -> None:
+        return None
+
+    def set_span_type(self, span_type: str) -> None: ...
+    def set_description(self, description: str) -> None: ...
+    def set_log_level(self, level: int | str) -> None: ...
+    def set_inputs(self, inputs: Any) -> None: ...
+    def set_outputs(self, outputs: Any) -> None: ...
+    def set_attributes(self, attributes: dict[str, Any]) -> None: ...
+    def set_attribute(self, key: str, value: Any) -> None: ...
+    def set_status(self, status: Any) -> None: ...
+    def add_event(self, event: SpanEvent) -> None: ...
+    def record_exception(self, exception: BaseException | str) -> None: ...
+
+    def end(self, outputs: Any = None, attributes: Any = None, status: Any = None,
+            end_time_ns: int | None = None) -> None:
+        end = getattr(self._span, "end", None)
+        if callable(end) and not isinstance(self._span, NonRecordingSpan):
+            end()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+    def __repr__(self) -> str:
+        return "NoOpSpan()"
+
+
+# -- helpers -------------------------------------------------------------------------------------
+_INVALID_CONTEXT = SpanContext(0, 0, False)
+
+
+def _now_ns() -> int:
+    return _hooks.now_ns()
+
+
+def _encode(value: Any) -> str:
+    return dump_json(value)
+
+
+# Replaced by the tracing layer with the size/redaction-aware encoder.
+_ENCODER = _encode
+
+
+def set_attribute_encoder(encoder: Any) -> None:
+    global _ENCODER
+    _ENCODER = encoder
+
+
+def _report(message: str) -> None:
+    _hooks.report_misuse(message)
+
+
+def _error_description(exception: BaseException) -> str:
+    try:
+        return f"{type(exception).__name__}: {exception}"
+    except Exception:  # noqa: BLE001 - a user exception whose __str__ raises
+        return type(exception).__name__
+
+
+def _event_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for key, value in (attributes or {}).items():
+        if isinstance(value, (str, bool, int, float)):
+            clean[str(key)] = value
+        elif isinstance(value, (list, tuple)) and all(
+            isinstance(v, (str, bool, int, float)) for v in value
+        ):
+            clean[str(key)] = list(value)
+        else:
+            clean[str(key)] = _ENCODER(value)
+    return clean
+
+
+def _context(trace_id: int, span_id: int) -> SpanContext:
+    return SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+
+
+def _decode_ids(data: dict[str, Any]) -> tuple[int, int, int | None]:
+    raw_trace = str(data["trace_id"])
+    parent = data.get("parent_span_id")
+    if _ids.is_base64(raw_trace) and not raw_trace.startswith("tr-"):
+        return (
+            _ids.decode_id_b64(raw_trace),
+            _ids.decode_id_b64(data["span_id"]),
+            _ids.decode_id_b64(parent) if parent else None,
+        )
+    otel_trace = _ids.otel_trace_id_from_mlflow(raw_trace)
+    trace_id = otel_trace if otel_trace is not None else int(raw_trace.removeprefix("0x"), 16)
+    return (
+        trace_id,
+        int(str(data["span_id"]).removeprefix("0x"), 16),
+        int(str(parent).removeprefix("0x"), 16) if parent else None,
+    )
+
+
+def _link_to_dict(link: Any) -> dict[str, Any]:
+    return {
+        "trace_id": _ids.trace_id_from_otel(link.context.trace_id),
+        "span_id": _ids.span_id_hex(link.context.span_id),
+        "attributes": dict(link.attributes) if link.attributes else None,
+    }
+
+
+def _links_from_dicts(links: list[dict[str, Any]], trace_id: int) -> list[Any]:
+    from opentelemetry.trace import Link
+
+    result = []
+    for link in links:
+        link_trace = _ids.otel_trace_id_from_mlflow(str(link.get("trace_id", ""))) or trace_id
+        result.append(
+            Link(_context(link_trace, int(str(link["span_id"]), 16)), link.get("attributes") or None)
+        )
+    return result
+
+
+def span_size_bytes(span: Span) -> int:
+    """Size of the span as MLflow measures it: length of its JSON dict."""
+    return len(json.dumps(span.to_dict(), ensure_ascii=False).encode("utf-8"))

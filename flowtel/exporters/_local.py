@@ -1,0 +1,129 @@
+"""The embedded local store as a destination: an exporter writing into a SQLite file, and the
+read side serving get_trace / search_traces / tags / assessments from it."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Sequence
+
+from flowtel.entities import Trace
+from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
+from flowtel.tracing._exceptions import FlowtelException, InvalidParameterError, TraceNotFoundError
+from flowtel.tracing._runtime import Destination
+from flowtel.tracing._store import TraceStore
+
+if TYPE_CHECKING:
+    from flowtel.entities import Assessment
+    from flowtel.exporters._local_store import SqliteTraceStore
+
+
+def create_local_destination(path: str | os.PathLike[str]) -> Destination:
+    store = LocalTraceStore(path)
+    return Destination(exporter=LocalStoreExporter(store), store=store)
+
+
+class LocalTraceStore(TraceStore):
+    """Reads and modifies traces in the embedded SQLite store. Opens the file on first use.
+
+    Thread-safe; several processes may use the same file at once.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._db: SqliteTraceStore | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> SqliteTraceStore:
+        if self._db is None:
+            with self._lock:
+                if self._db is None:
+                    from flowtel.exporters._local_store import SqliteTraceStore
+
+                    self._db = SqliteTraceStore(self.path)
+        return self._db
+
+    def write(self, traces: Sequence[Trace]) -> None:
+        self._open().write_traces([t.to_dict() for t in traces])
+
+    def get_trace(self, trace_id: str) -> Trace | None:
+        data = self._call(lambda db: db.get_trace(trace_id))
+        return Trace.from_dict(data) if data is not None else None
+
+    def search_traces(self, *, experiment_ids: list[str] | None, filter_string: str | None,
+                      order_by: list[str] | None, max_results: int, page_token: str | None,
+                      include_spans: bool) -> tuple[list[Trace], str | None]:
+        dicts, token = self._call(
+            lambda db: db.search_traces(experiment_ids, filter_string, order_by, max_results,
+                                        page_token, include_spans)
+        )
+        return [Trace.from_dict(d) for d in dicts], token
+
+    def set_trace_tag(self, trace_id: str, key: str, value: str) -> None:
+        self._call(lambda db: db.set_trace_tag(trace_id, key, value))
+
+    def delete_trace_tag(self, trace_id: str, key: str) -> None:
+        self._call(lambda db: db.delete_trace_tag(trace_id, key))
+
+    def create_assessment(self, assessment: Assessment) -> Assessment:
+        from flowtel.entities import Assessment as AssessmentCls
+
+        created = self._call(lambda db: db.create_assessment(assessment.to_dictionary()))
+        return AssessmentCls.from_dictionary(created)
+
+    def get_assessment(self, trace_id: str, assessment_id: str) -> Assessment:
+        from flowtel.entities import Assessment as AssessmentCls
+
+        return AssessmentCls.from_dictionary(self._call(lambda db: db.get_assessment(trace_id, assessment_id)))
+
+    def update_assessment(self, trace_id: str, assessment_id: str, changes: dict[str, Any]) -> Assessment:
+        from flowtel.entities import Assessment as AssessmentCls
+
+        updated = self._call(lambda db: db.update_assessment(trace_id, assessment_id, changes))
+        return AssessmentCls.from_dictionary(updated)
+
+    def delete_assessment(self, trace_id: str, assessment_id: str) -> None:
+        self._call(lambda db: db.delete_assessment(trace_id, assessment_id))
+
+    def delete_traces(self, experiment_id: str, trace_ids: list[str] | None = None,
+                      max_timestamp_millis: int | None = None) -> int:
+        return int(self._call(lambda db: db.delete_traces(experiment_id, trace_ids, max_timestamp_millis)) or 0)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _call(self, fn: Any) -> Any:
+        from flowtel.exporters import _local_store
+        from flowtel.tracing._filter import InvalidFilterError
+
+        try:
+            return fn(self._open())
+        except _local_store.TraceNotFoundError as exc:
+            raise TraceNotFoundError(getattr(exc, "trace_id", ""), str(exc)) from None
+        except InvalidFilterError as exc:
+            raise InvalidParameterError(str(exc)) from None
+        except _local_store.StoreError as exc:
+            raise FlowtelException(str(exc)) from None
+
+
+class LocalStoreExporter(TraceExporter):
+    """Writes traces into the embedded store, one transaction per batch."""
+
+    name = "local"
+
+    def __init__(self, store: LocalTraceStore) -> None:
+        self.store = store
+
+    def export(self, traces: Sequence[Trace]) -> ExportResult:
+        try:
+            self.store.write(traces)
+        except Exception as exc:  # noqa: BLE001 - disk full, locked, permissions: reported per trace
+            return ExportResult.all_failed(
+                traces, ExportFailure("local_store_error", retryable=True, message=str(exc))
+            )
+        return ExportResult()
+
+    def shutdown(self) -> None:
+        self.store.close()

@@ -1,0 +1,180 @@
+"""Tracing configuration and helpers: enable/disable, scoped control, span processors, and
+carrying the trace into threads."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from flowtel.entities import _hooks
+from flowtel.tracing import _clock, _runtime
+from flowtel.tracing._config import ConfigError
+from flowtel.tracing._scope import context
+
+__all__ = [
+    "ConfigError",
+    "ThreadPoolExecutor",
+    "configure",
+    "context",
+    "disable",
+    "enable",
+    "is_enabled",
+    "reset",
+    "with_current_context",
+]
+
+_logger = logging.getLogger("flowtel")
+T = TypeVar("T")
+
+
+# -- wiring the entities to this layer -----------------------------------------------------------
+def _now_ns() -> int:
+    return _clock.now_ns()
+
+
+_hooks.now_ns = _now_ns
+_span_processors: list[Callable[[Any], Any]] = []
+
+
+def _apply_span_processors(span: Any) -> None:
+    for processor in _span_processors:
+        try:
+            result = processor(span)
+        except Exception as exc:  # noqa: BLE001 - a user processor must not break the traced call
+            _logger.warning("Span processor %r failed on span %r: %r", processor, span.name, exc)
+            continue
+        if result is not None:
+            _logger.warning("Span processor %r returned a value; it is ignored.", processor)
+
+
+def _before_end(span: Any) -> None:
+    if _span_processors:
+        _apply_span_processors(span)
+
+
+_hooks.before_end = _before_end
+
+
+# -- public API ----------------------------------------------------------------------------------
+def enable() -> None:
+    """Record traces again after :func:`disable`. Idempotent."""
+    _runtime.enabled = True
+
+
+def disable() -> None:
+    """Stop recording traces in this process; traced functions run as if undecorated.
+
+    Traces already finished are still delivered. Idempotent. For one request only, use
+    ``flowtel.tracing.context(enabled=False)``.
+    """
+    _runtime.enabled = False
+
+
+def is_enabled() -> bool:
+    return _runtime.enabled
+
+
+def reset() -> None:
+    """Deliver what is queued, then forget all configuration; the next span starts afresh."""
+    _span_processors.clear()
+    _runtime.reset()
+
+
+class _Configuration:
+    """Returned by :func:`configure`; as a context manager it restores the previous settings."""
+
+    def __init__(self, previous: list[Callable[[Any], Any]]) -> None:
+        self._previous = previous
+
+    def __enter__(self) -> _Configuration:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _span_processors[:] = self._previous
+
+
+def configure(span_processors: list[Callable[[Any], Any]] | None = None) -> _Configuration:
+    """Configure tracing. Usable as a context manager for a temporary configuration.
+
+    Args:
+        span_processors: Functions called with each :class:`~flowtel.LiveSpan` just before it
+            ends (e.g. to mask data with ``span.set_inputs(...)``). Each takes exactly one
+            argument; its return value is ignored.
+
+    Raises:
+        ConfigError: a processor is not a callable of one argument.
+    """
+    previous = list(_span_processors)
+    if span_processors is not None:
+        for processor in span_processors:
+            _check_processor(processor)
+        _span_processors[:] = list(span_processors)
+    return _Configuration(previous)
+
+
+def _check_processor(processor: Any) -> None:
+    import inspect
+
+    if not callable(processor):
+        raise ConfigError(f"span_processors must be callables, got {type(processor).__name__}.")
+    try:
+        params = [
+            p for p in inspect.signature(processor).parameters.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return
+    if len(params) != 1:
+        raise ConfigError(
+            f"Span processor {processor!r} must take exactly one argument (the span), "
+            f"it takes {len(params)}."
+        )
+
+
+def with_current_context(fn: Callable[..., T]) -> Callable[..., T]:
+    """Bind ``fn`` to the current context, so spans it creates join the current trace even
+    when it runs on another thread (``threading.Thread(target=with_current_context(work))``)."""
+    ctx = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        return ctx.copy().run(fn, *args, **kwargs)
+
+    return run
+
+
+class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A ``ThreadPoolExecutor`` whose tasks run in the context of the code that submitted
+    them, so their spans are children of the span current at ``submit``/``map`` time."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        ctx = contextvars.copy_context()
+        return super().submit(ctx.run, fn, *args, **kwargs)
+
+
+@contextmanager
+def _deterministic(seed: int | None = None, start_ns: int = 1_700_000_000_000_000_000,
+                   step_ns: int = 1_000_000) -> Iterator[None]:
+    """Sequential (or seeded) ids and a clock that advances ``step_ns`` per reading."""
+    state = {"now": start_ns}
+
+    def tick() -> int:
+        state["now"] += step_ns
+        return state["now"]
+
+    previous_clock, previous_ids = _clock.now_ns, _runtime._id_generator.delegate
+    _clock.now_ns = tick
+    _runtime._id_generator.delegate = (
+        _clock.SequentialIdGenerator() if seed is None else _clock.SeededIdGenerator(seed)
+    )
+    try:
+        yield
+    finally:
+        _clock.now_ns = previous_clock
+        _runtime._id_generator.delegate = previous_ids

@@ -1,0 +1,208 @@
+"""Turn a finished :class:`TraceRecord` into a :class:`Trace`, the way MLflow finalises traces."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flowtel.entities import Span, Trace, TraceData, TraceInfo, TraceLocation, TraceState
+from flowtel.entities._constants import (
+    MAX_CHARS_IN_TRACE_IO_METADATA,
+    PREVIEW_MAX_CHARS,
+    TRACE_SCHEMA_VERSION,
+    SpanAttributeKey,
+    TraceMetadataKey,
+    TraceTagKey,
+)
+from flowtel.entities._json import load_json
+from flowtel.tracing._processor import TraceRecord
+
+_TOKEN_KEYS = (
+    "input_tokens", "output_tokens", "total_tokens", "cache_read_input_tokens",
+    "cache_creation_input_tokens", "cache_creation_input_tokens_above_1hr", "reasoning_tokens",
+)
+
+
+def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: dict[str, str]) -> Trace:
+    """Build the trace: info (state, timing, previews, metadata, usage, size stats) and spans."""
+    readable = record.spans_in_start_order()
+    spans = [Span(s) for s in readable]
+    root = _find_root(spans, record.root_span_id)
+    raw_inputs = _raw(root, SpanAttributeKey.INPUTS)
+    raw_outputs = _raw(root, SpanAttributeKey.OUTPUTS)
+
+    metadata = dict(env_metadata)
+    metadata[TraceMetadataKey.SCHEMA_VERSION] = str(TRACE_SCHEMA_VERSION)
+    metadata.update(record.metadata)
+    metadata[TraceMetadataKey.INPUTS] = _truncate(raw_inputs or "", MAX_CHARS_IN_TRACE_IO_METADATA)
+    metadata[TraceMetadataKey.OUTPUTS] = _truncate(raw_outputs or "", MAX_CHARS_IN_TRACE_IO_METADATA)
+    usage = aggregate_token_usage(spans)
+    if usage:
+        metadata[TraceMetadataKey.TOKEN_USAGE] = json.dumps(usage)
+    tags = {TraceTagKey.TRACE_NAME: record.root_name}
+    tags.update(record.tags)
+
+    start_ns = root.start_time_ns if root else min(s.start_time_ns for s in spans)
+    end_ns = max((s.end_time_ns or start_ns) for s in spans) if spans else start_ns
+    if root is not None and root.end_time_ns is not None:
+        end_ns = root.end_time_ns
+    info = TraceInfo(
+        trace_id=record.trace_id,
+        trace_location=TraceLocation.from_experiment_id(record.experiment_id or default_experiment_id),
+        request_time=start_ns // 1_000_000,
+        execution_duration=(end_ns - start_ns) // 1_000_000,
+        state=_state(record, root),
+        request_preview=record.request_preview
+        if record.request_preview is not None
+        else _request_preview(raw_inputs),
+        response_preview=record.response_preview
+        if record.response_preview is not None
+        else _response_preview(raw_outputs),
+        client_request_id=record.client_request_id,
+        trace_metadata=metadata,
+        tags=tags,
+        assessments=list(record.assessments),
+    )
+    trace = Trace(info=info, data=TraceData(spans=spans))
+    add_size_stats(trace)
+    return trace
+
+
+def add_size_stats(trace: Trace) -> None:
+    """``mlflow.trace.sizeStats`` / ``sizeBytes``, computed exactly as MLflow does."""
+    sizes = [len(json.dumps(s.to_dict()).encode("utf-8")) for s in trace.data.spans]
+    empty = Trace(info=trace.info, data=TraceData(spans=[]))
+    total = sum(sizes) + len(empty.to_json().encode("utf-8")) + max(len(sizes) - 1, 0) * 2
+    ordered = sorted(sizes)
+    stats = {
+        "total_size_bytes": total,
+        "num_spans": len(sizes),
+        "max": ordered[-1] if ordered else 0,
+        "p25": _percentile(ordered, 0.25),
+        "p50": _percentile(ordered, 0.50),
+        "p75": _percentile(ordered, 0.75),
+    }
+    trace.info.trace_metadata[TraceMetadataKey.SIZE_STATS] = json.dumps(stats)
+    trace.info.trace_metadata[TraceMetadataKey.SIZE_BYTES] = str(total)
+
+
+def aggregate_token_usage(spans: list[Span]) -> dict[str, int] | None:
+    """Sum usage over spans, skipping a span whose ancestor already reports usage (no double count)."""
+    by_id = {s.span_id: s for s in spans}
+    usage_of = {s.span_id: u for s in spans if isinstance(u := s.get_attribute(SpanAttributeKey.CHAT_USAGE), dict)}
+    if not usage_of:
+        return None
+    totals: dict[str, int] = {}
+    for span_id, usage in usage_of.items():
+        if _has_ancestor_with_usage(by_id, usage_of, span_id):
+            continue
+        for key in _TOKEN_KEYS:
+            value = usage.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + int(value)
+    if "total_tokens" not in totals and ("input_tokens" in totals or "output_tokens" in totals):
+        totals["total_tokens"] = totals.get("input_tokens", 0) + totals.get("output_tokens", 0)
+    return totals or None
+
+
+def _has_ancestor_with_usage(by_id: dict[str, Span], usage_of: dict[str, Any], span_id: str) -> bool:
+    parent = by_id[span_id].parent_id
+    seen = 0
+    while parent is not None and parent in by_id and seen < len(by_id):
+        if parent in usage_of:
+            return True
+        parent = by_id[parent].parent_id
+        seen += 1
+    return False
+
+
+def _find_root(spans: list[Span], root_span_id: int) -> Span | None:
+    for span in spans:
+        if span._span.context.span_id == root_span_id:
+            return span
+    return next((s for s in spans if s.parent_id is None), spans[0] if spans else None)
+
+
+def _raw(span: Span | None, key: str) -> str | None:
+    if span is None or not span._span.attributes:
+        return None
+    value = span._span.attributes.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _state(record: TraceRecord, root: Span | None) -> TraceState:
+    if record.state is not None:
+        return TraceState(record.state)
+    if root is None:
+        return TraceState.ERROR
+    return TraceState.ERROR if root.status.status_code.value == "ERROR" else TraceState.OK
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _percentile(ordered: list[int], q: float) -> int:
+    if not ordered:
+        return 0
+    index = q * (len(ordered) - 1)
+    lower = int(index)
+    if lower + 1 >= len(ordered):
+        return int(ordered[-1])
+    weight = index - lower
+    return int(ordered[lower] * (1 - weight) + ordered[lower + 1] * weight)
+
+
+# -- previews ------------------------------------------------------------------------------------
+def _request_preview(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    text = _last_message_text(load_json(raw), ("user",), request=True)
+    return _truncate(text if text is not None else raw, PREVIEW_MAX_CHARS)
+
+
+def _response_preview(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    text = _last_message_text(load_json(raw), ("assistant",), request=False)
+    return _truncate(text if text is not None else raw, PREVIEW_MAX_CHARS)
+
+
+def _last_message_text(value: Any, roles: tuple[str, ...], *, request: bool) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    if request:
+        if isinstance(value.get("request"), dict):
+            nested = _last_message_text(value["request"], roles, request=True)
+            if nested is not None:
+                return nested
+        messages = value.get("messages")
+        if not isinstance(messages, list):
+            messages = value.get("input") if isinstance(value.get("input"), list) else None
+    else:
+        choices = value.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            message = choices[0].get("message")
+            messages = [message] if isinstance(message, dict) else None
+        else:
+            messages = value.get("output") if isinstance(value.get("output"), list) else None
+    if not messages:
+        return None
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") in roles:
+            text = _content_text(message.get("content"))
+            if text is not None:
+                return text
+    return None
+
+
+def _content_text(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [
+            p.get("text") for p in content
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+        ]
+        return "".join(parts) if parts else None
+    return None

@@ -1,0 +1,261 @@
+"""Process-wide tracing state: the isolated OTel provider, trace assembly and destinations.
+
+Built lazily on first use and rebuilt by configuration calls. Nothing here does I/O on the
+user's thread: destinations open connections and files on their delivery workers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+from flowtel._version import __version__
+from flowtel.entities import Trace
+from flowtel.tracing import _clock, _config
+from flowtel.tracing._errors import report_internal_error
+from flowtel.tracing._finalize import finalize
+from flowtel.tracing._processor import TraceAssembler, TraceRecord
+from flowtel.tracing._sampling import make_sampler
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from flowtel.exporters._base import TraceExporter
+    from flowtel.exporters._pipeline import DeliveryPipeline, DeliveryStats
+    from flowtel.tracing._store import TraceStore
+
+_logger = logging.getLogger("flowtel")
+
+# Destinations are found by import string so that tracing never imports exporters eagerly.
+DESTINATION_FACTORIES = {
+    "local": "flowtel.exporters._local:create_local_destination",
+    "mlflow": "flowtel.exporters._mlflow:create_mlflow_destination",
+}
+
+
+@dataclass
+class Destination:
+    """An exporter, the pipeline in front of it, and its read side if it has one."""
+
+    exporter: TraceExporter
+    store: TraceStore | None = None
+    pipeline: DeliveryPipeline | None = None
+
+
+class PendingTrace:
+    """A finished trace on its way to the destinations; finalised once, on first need."""
+
+    __slots__ = ("trace_id", "_record", "_runtime", "_trace", "_lock", "_refs")
+
+    def __init__(self, record: TraceRecord, runtime: Runtime, refs: int) -> None:
+        self.trace_id = record.trace_id
+        self._record = record
+        self._runtime = runtime
+        self._trace: Trace | None = None
+        self._lock = threading.Lock()
+        self._refs = refs
+
+    def trace(self) -> Trace:
+        with self._lock:
+            if self._trace is None:
+                self._trace = finalize(
+                    self._record,
+                    default_experiment_id=self._runtime.experiment_id(),
+                    env_metadata=self._runtime.env_metadata(),
+                )
+            return self._trace
+
+    def record(self) -> TraceRecord:
+        return self._record
+
+    def release(self) -> None:
+        with self._lock:
+            self._refs -= 1
+            last = self._refs <= 0
+        if last:
+            self._runtime.pending.pop(self.trace_id, None)
+
+
+@dataclass
+class Runtime:
+    provider: TracerProvider
+    tracer: Tracer
+    assembler: TraceAssembler
+    destinations: list[Destination] = field(default_factory=list)
+    pending: dict[str, PendingTrace] = field(default_factory=dict)
+    experiment_id_resolver: Callable[[], str] = lambda: "0"
+    _env_metadata: dict[str, str] | None = None
+
+    def experiment_id(self) -> str:
+        return self.experiment_id_resolver()
+
+    def env_metadata(self) -> dict[str, str]:
+        if self._env_metadata is None:
+            from flowtel.tracing._environment import resolve_environment_metadata
+
+            self._env_metadata = resolve_environment_metadata()
+        return self._env_metadata
+
+    @property
+    def store(self) -> TraceStore | None:
+        return next((d.store for d in self.destinations if d.store is not None), None)
+
+    def hand_off(self, record: TraceRecord) -> None:
+        pipelines = [d.pipeline for d in self.destinations if d.pipeline is not None]
+        pending = PendingTrace(record, self, refs=max(len(pipelines), 1))
+        self.pending[record.trace_id] = pending
+        if not pipelines:
+            pending.release()
+            return
+        for pipeline in pipelines:
+            pipeline.submit(pending)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        ok = True
+        for dest in self.destinations:
+            if dest.pipeline is not None:
+                ok = dest.pipeline.flush(timeout) and ok
+        return ok
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        ok = True
+        for dest in self.destinations:
+            if dest.pipeline is not None:
+                ok = dest.pipeline.shutdown(timeout) and ok
+            if dest.store is not None:
+                try:
+                    dest.store.close()
+                except Exception as exc:  # noqa: BLE001 - shutdown must not raise
+                    report_internal_error("store close", exc)
+        self.provider.shutdown()
+        return ok
+
+    def delivery_stats(self) -> list[DeliveryStats]:
+        return [d.pipeline.stats() for d in self.destinations if d.pipeline is not None]
+
+
+# -- global state --------------------------------------------------------------------------------
+_lock = threading.RLock()
+_runtime: Runtime | None = None
+enabled: bool = True
+_id_generator = _clock.SwappableIdGenerator()
+_destination_override: list[Destination] | None = None
+
+
+def get_runtime() -> Runtime:
+    """The runtime, built on first use. Raises ConfigError for invalid configuration."""
+    runtime = _runtime
+    if runtime is not None:
+        return runtime
+    with _lock:
+        if _runtime is None:
+            _install(_build_runtime())
+        assert _runtime is not None
+        return _runtime
+
+
+def peek_runtime() -> Runtime | None:
+    return _runtime
+
+
+def reset(destinations: list[Destination] | None = None, *, keep_override: bool = False) -> None:
+    """Shut the current runtime down (draining it) and forget it; the next span builds anew."""
+    global _runtime, _destination_override
+    with _lock:
+        old, _runtime = _runtime, None
+        if not keep_override:
+            _destination_override = destinations
+    if old is not None:
+        old.shutdown(timeout=_config.FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS.get())
+
+
+def set_destinations(destinations: list[Destination] | None) -> None:
+    reset(destinations)
+
+
+def _install(runtime: Runtime) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def _build_runtime() -> Runtime:
+    ratio = _config.MLFLOW_TRACE_SAMPLING_RATIO.get()
+    max_open = _config.FLOWTEL_MAX_OPEN_TRACES.get()
+    destinations = _destination_override if _destination_override is not None else default_destinations()
+    resource = Resource.create({"telemetry.sdk.name": "flowtel", "telemetry.sdk.version": __version__})
+    provider = TracerProvider(
+        resource=resource,
+        sampler=make_sampler(ratio),
+        id_generator=_id_generator,
+        span_limits=SpanLimits(max_events=10_000, max_attributes=1_000, max_links=1_000),
+    )
+    holder: dict[str, Runtime] = {}
+    assembler = TraceAssembler(
+        lambda record: holder["rt"].hand_off(record),
+        max_open_traces=max_open,
+        monotonic=lambda: _clock.monotonic(),
+    )
+    provider.add_span_processor(assembler)
+    runtime = Runtime(
+        provider=provider,
+        tracer=provider.get_tracer("flowtel", __version__),
+        assembler=assembler,
+        destinations=_with_pipelines(destinations),
+    )
+    holder["rt"] = runtime
+    return runtime
+
+
+def _with_pipelines(destinations: list[Destination]) -> list[Destination]:
+    from flowtel.exporters._pipeline import DeliveryPipeline
+
+    max_queued = _config.FLOWTEL_MAX_QUEUED_TRACES.get()
+    batch = _config.FLOWTEL_EXPORT_BATCH_SIZE.get()
+    for dest in destinations:
+        if dest.pipeline is None:
+            dest.pipeline = DeliveryPipeline(dest.exporter, max_queued=max_queued, batch_size=batch)
+    return destinations
+
+
+def default_destinations() -> list[Destination]:
+    """Destinations from the environment: an MLflow server URI, or the embedded local store."""
+    from flowtel.tracing._tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri()
+    if uri is None:
+        return [create_destination("local", path=_config.FLOWTEL_STORE_PATH.get())]
+    return [create_destination("mlflow", tracking_uri=uri)]
+
+
+def create_destination(kind: str, **options: Any) -> Destination:
+    module_name, _, attr = DESTINATION_FACTORIES[kind].partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    result: Destination = factory(**options)
+    return result
+
+
+def _drain_at_exit() -> None:
+    runtime = _runtime
+    if runtime is None:
+        return
+    timeout = _config.FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS.get()
+    try:
+        if not runtime.flush(timeout):
+            lost = sum(s.queued + s.in_flight for s in runtime.delivery_stats())
+            _logger.warning(
+                "flowtel: %d trace(s) were not delivered within %.0fs at exit "
+                "(FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS).", lost, timeout,
+            )
+        runtime.shutdown(timeout=0.5)
+    except Exception as exc:  # noqa: BLE001 - never raise during interpreter exit
+        report_internal_error("exit drain", exc)
+
+
+atexit.register(_drain_at_exit)

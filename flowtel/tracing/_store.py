@@ -1,0 +1,50 @@
+"""The read/modify side of a destination: what ``get_trace``, ``search_traces``, tags and
+assessments talk to (the embedded store or an MLflow server)."""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flowtel.entities import Assessment, Trace
+
+
+class TraceStore(abc.ABC):
+    """Raise :class:`~flowtel.tracing._exceptions.FlowtelException` (or a subclass) on failure."""
+
+    @abc.abstractmethod
+    def get_trace(self, trace_id: str) -> Trace | None: ...
+
+    @abc.abstractmethod
+    def search_traces(
+        self,
+        *,
+        experiment_ids: list[str] | None,
+        filter_string: str | None,
+        order_by: list[str] | None,
+        max_results: int,
+        page_token: str | None,
+        include_spans: bool,
+    ) -> tuple[list[Trace], str | None]: ...
+
+    @abc.abstractmethod
+    def set_trace_tag(self, trace_id: str, key: str, value: str) -> None: ...
+
+    @abc.abstractmethod
+    def delete_trace_tag(self, trace_id: str, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def create_assessment(self, assessment: Assessment) -> Assessment: ...
+
+    @abc.abstractmethod
+    def get_assessment(self, trace_id: str, assessment_id: str) -> Assessment: ...
+
+    @abc.abstractmethod
+    def update_assessment(self, trace_id: str, assessment_id: str, changes: dict[str, Any]) -> Assessment: ...
+
+    @abc.abstractmethod
+    def delete_assessment(self, trace_id: str, assessment_id: str) -> None: ...
+
+    def close(self) -> None:
+        return None
