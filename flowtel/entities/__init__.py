@@ -5,8 +5,17 @@ Pure data: nothing here does I/O. Names and behaviour mirror ``mlflow.entities``
 
 from __future__ import annotations
 
-from typing import Any
-
+from flowtel.entities._assessment import (
+    Assessment,
+    AssessmentError,
+    AssessmentSource,
+    AssessmentSourceType,
+    Expectation,
+    ExpectationValue,
+    Feedback,
+    FeedbackValue,
+    IssueReference,
+)
 from flowtel.entities._constants import (
     SpanAttributeKey,
     TokenUsageKey,
@@ -27,15 +36,6 @@ from flowtel.entities._trace_location import (
 )
 from flowtel.entities._trace_state import TraceState, TraceStatus
 
-_ASSESSMENT_NAMES = (
-    "Assessment",
-    "AssessmentError",
-    "AssessmentSource",
-    "AssessmentSourceType",
-    "Expectation",
-    "Feedback",
-)
-
 __all__ = [
     "Assessment",
     "AssessmentError",
@@ -43,8 +43,11 @@ __all__ = [
     "AssessmentSourceType",
     "Document",
     "Expectation",
+    "ExpectationValue",
     "Feedback",
+    "FeedbackValue",
     "InferenceTableLocation",
+    "IssueReference",
     "LiveSpan",
     "MlflowExperimentLocation",
     "NoOpSpan",
@@ -67,10 +70,3 @@ __all__ = [
     "TraceTagKey",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _ASSESSMENT_NAMES:
-        from flowtel.entities import _assessment
-
-        return getattr(_assessment, name)
-    raise AttributeError(f"module 'flowtel.entities' has no attribute {name!r}")

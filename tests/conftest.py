@@ -1,0 +1,53 @@
+"""Shared test set-up: real servers, isolated flowtel state, and internal errors as failures."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+# Never write the default store into the repository during tests.
+os.environ.setdefault("FLOWTEL_STORE_PATH", os.path.join(tempfile.mkdtemp(prefix="flowtel-tests-"), "traces.db"))
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+from flowtel.tracing import _errors, _runtime  # noqa: E402
+from tests._servers.fixtures import *  # noqa: E402,F403
+from tests._servers.llm_fixtures import *  # noqa: E402,F403
+
+
+@pytest.fixture(autouse=True)
+def fail_on_internal_errors() -> Iterator[None]:
+    """A swallowed internal error is a bug: the test that caused it fails."""
+    errors: list[tuple[str, BaseException | None]] = []
+    listener = lambda where, exc: errors.append((where, exc))  # noqa: E731
+    _errors.add_listener(listener)
+    try:
+        yield
+    finally:
+        _errors.remove_listener(listener)
+    if errors:
+        where, exc = errors[0]
+        raise AssertionError(f"flowtel internal error in {where}: {exc!r}") from exc
+
+
+@pytest.fixture(autouse=True)
+def fresh_flowtel() -> Iterator[None]:
+    """Each test starts with default configuration and tracing enabled."""
+    import flowtel.tracing
+
+    flowtel.tracing.enable()
+    yield
+    flowtel.tracing.enable()
+    flowtel.tracing.configure(span_processors=[])
+    _runtime.reset()
+
+
+@pytest.fixture
+def local_store_path(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh embedded store for this test, used by the default destination."""
+    path = str(tmp_path / "traces.db")  # type: ignore[operator]
+    monkeypatch.setenv("FLOWTEL_STORE_PATH", path)
+    _runtime.reset()
+    return path
