@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
 from flowtel._version import __version__
 from flowtel.entities import Trace
-from flowtel.tracing import _clock, _config
+from flowtel.tracing import _clock, _config, _scope
 from flowtel.tracing._errors import report_internal_error
 from flowtel.tracing._finalize import finalize
 from flowtel.tracing._processor import TraceAssembler, TraceRecord
@@ -199,6 +199,7 @@ def _build_runtime() -> Runtime:
     holder: dict[str, Runtime] = {}
     assembler = TraceAssembler(
         lambda record: holder["rt"].hand_off(record),
+        on_root_start=_apply_scope,
         max_open_traces=max_open,
         monotonic=lambda: _clock.monotonic(),
     )
@@ -211,6 +212,15 @@ def _build_runtime() -> Runtime:
     )
     holder["rt"] = runtime
     return runtime
+
+
+def _apply_scope(record: TraceRecord) -> None:
+    """Tags and metadata of ``flowtel.tracing.context(...)`` blocks apply to traces started there."""
+    scope = _scope.current.get()
+    if scope.tags:
+        record.tags.update(scope.tags)
+    if scope.metadata:
+        record.metadata.update(scope.metadata)
 
 
 def _with_pipelines(destinations: list[Destination]) -> list[Destination]:

@@ -1,0 +1,3 @@
+from flowtel.cli import main
+
+raise SystemExit(main())
