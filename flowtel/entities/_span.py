@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,24 @@ class Span:
             return value
         return _ids.trace_id_from_otel(self._span.context.trace_id)
 
+    def _raw_attributes(self) -> dict[str, Any]:
+        """Attribute values as stored (JSON strings), with the derivable MLflow keys filled in.
+
+        flowtel does not spend the user's time writing values it can derive: the trace id and
+        the default log level of its own spans are added here, when the span is read.
+        """
+        cached = self.__dict__.get("_raw_cache")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        raw = dict(self._span.attributes or {})
+        if SpanAttributeKey.REQUEST_ID not in raw:
+            raw[SpanAttributeKey.REQUEST_ID] = '"' + _ids.trace_id_from_otel(self._span.context.trace_id) + '"'
+        if SpanAttributeKey.LOG_LEVEL not in raw and _is_flowtel_span(self._span):
+            raw[SpanAttributeKey.LOG_LEVEL] = str(_derived_log_level(self._span, raw))
+        if type(self) is Span:
+            self.__dict__["_raw_cache"] = raw
+        return raw
+
     @property
     def request_id(self) -> str:
         """Deprecated alias of :attr:`trace_id`."""
@@ -153,7 +172,7 @@ class Span:
     @property
     def attributes(self) -> dict[str, Any]:
         """All attributes, JSON-decoded."""
-        return {k: load_json(v) for k, v in (self._span.attributes or {}).items()}
+        return {k: load_json(v) for k, v in self._raw_attributes().items()}
 
     @property
     def events(self) -> list[SpanEvent]:
@@ -168,8 +187,7 @@ class Span:
 
     def get_attribute(self, key: str) -> Any:
         """One attribute, JSON-decoded; None when absent."""
-        attrs = self._span.attributes
-        return load_json(attrs.get(key)) if attrs else None
+        return load_json(self._raw_attributes().get(key))
 
     def __repr__(self) -> str:
         return (
@@ -180,6 +198,25 @@ class Span:
     # -- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The MLflow v3 span dict (base64 ids, JSON-string attributes)."""
+        cached = self.__dict__.get("_dict_cache")
+        if cached is not None:
+            return copy.deepcopy(cached)  # type: ignore[no-any-return]
+        result = self._build_dict()
+        if type(self) is Span:
+            self.__dict__["_dict_cache"] = result
+            return copy.deepcopy(result)
+        return result
+
+    def _to_dict_shared(self) -> dict[str, Any]:
+        """Like :meth:`to_dict` but may return the cached dict itself: callers must not mutate it."""
+        if type(self) is not Span:
+            return self._build_dict()
+        cached = self.__dict__.get("_dict_cache")
+        if cached is None:
+            cached = self.__dict__["_dict_cache"] = self._build_dict()
+        return cached  # type: ignore[no-any-return]
+
+    def _build_dict(self) -> dict[str, Any]:
         span = self._span
         context = span.context
         parent = span.parent
@@ -204,7 +241,7 @@ class Span:
                 "code": code.to_otel_proto_status_code_name(),
                 "message": status.description or "",
             },
-            "attributes": dict(span.attributes or {}),
+            "attributes": dict(self._raw_attributes()),
             "links": self.links,
         }
 
@@ -285,6 +322,7 @@ class LiveSpan(Span):
         self._span = otel_span
         self._trace_id = trace_id
         self._span_type = span_type
+        self._attrs = _writable_attribute_dict(otel_span)
 
     @property
     def trace_id(self) -> str:  # type: ignore[override]
@@ -326,8 +364,21 @@ class LiveSpan(Span):
         self._set_raw(key, _ENCODER(value))
 
     def _set_raw(self, key: str, raw: str) -> None:
-        if self._span.is_recording():
+        attrs = self._attrs
+        # Values are already-encoded strings, valid OTel attribute values by construction, so
+        # OTel's per-value validation (the largest cost of a span) is skipped while the span is
+        # open; anything unusual goes through the regular SDK path.
+        if attrs is not None and self._span._end_time is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
+            attrs[key] = raw
+        elif self._span.is_recording():
             self._span.set_attribute(key, raw)
+
+    def _set_raw_many(self, raw: dict[str, str]) -> None:
+        attrs = self._attrs
+        if attrs is not None and self._span._end_time is None and len(attrs) + len(raw) <= _MAX_ATTRIBUTES:
+            attrs.update(raw)
+        elif self._span.is_recording():
+            self._span.set_attributes(raw)
 
     def set_status(self, status: SpanStatus | SpanStatusCode | str) -> None:
         try:
@@ -371,11 +422,6 @@ class LiveSpan(Span):
             self.set_status(status)
         if span.status.status_code is not _OTEL_ERROR:
             span.set_status(_OTEL_OK_STATUS)
-        attrs = span.attributes
-        if attrs is None or SpanAttributeKey.LOG_LEVEL not in attrs:
-            level = SpanLogLevel.ERROR if span.status.status_code is _OTEL_ERROR else (
-                default_log_level(self._span_type))
-            span.set_attribute(SpanAttributeKey.LOG_LEVEL, str(level))
         _hooks.before_end(self)
         span.end(end_time=end_time_ns if end_time_ns is not None else _hooks.now_ns())
 
@@ -545,6 +591,32 @@ def _links_from_dicts(links: list[dict[str, Any]], trace_id: int) -> list[Any]:
             Link(_context(link_trace, int(str(link["span_id"]), 16)), link.get("attributes") or None)
         )
     return result
+
+
+_MAX_ATTRIBUTES = 1000  # flowtel's provider sets SpanLimits(max_attributes=1000)
+
+
+def _writable_attribute_dict(otel_span: Any) -> dict[str, Any] | None:
+    """The SDK span's attribute dict when this SDK version has the layout we rely on."""
+    bounded = getattr(otel_span, "_attributes", None)
+    target = getattr(bounded, "_dict", None)
+    if isinstance(target, dict) and getattr(bounded, "maxlen", None) in (None, _MAX_ATTRIBUTES) and hasattr(
+        otel_span, "_end_time"
+    ):
+        return target
+    return None
+
+
+def _is_flowtel_span(span: Any) -> bool:
+    scope = getattr(span, "instrumentation_scope", None)
+    return scope is not None and scope.name == "flowtel"
+
+
+def _derived_log_level(span: Any, raw: dict[str, Any]) -> int:
+    """MLflow's rule: ERROR after an exception, else INFO for model/tool spans, DEBUG otherwise."""
+    if span.status.status_code is _OTEL_ERROR or any(e.name == "exception" for e in span.events):
+        return SpanLogLevel.ERROR
+    return default_log_level(load_json(raw.get(SpanAttributeKey.SPAN_TYPE)))
 
 
 def span_size_bytes(span: Span) -> int:

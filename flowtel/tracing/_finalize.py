@@ -70,7 +70,7 @@ def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: d
 
 def add_size_stats(trace: Trace) -> None:
     """``mlflow.trace.sizeStats`` / ``sizeBytes``, computed exactly as MLflow does."""
-    sizes = [len(json.dumps(s.to_dict()).encode("utf-8")) for s in trace.data.spans]
+    sizes = [len(json.dumps(s._to_dict_shared()).encode("utf-8")) for s in trace.data.spans]
     empty = Trace(info=trace.info, data=TraceData(spans=[]))
     total = sum(sizes) + len(empty.to_json().encode("utf-8")) + max(len(sizes) - 1, 0) * 2
     ordered = sorted(sizes)

@@ -74,10 +74,11 @@ def _start_span(
     """Start an OTel span on flowtel's provider and wrap it. Never raises."""
     try:
         runtime = _runtime.get_runtime()
+        sampling = attributes.pop(SAMPLING_OVERRIDE_ATTRIBUTE, None)
         otel_span = runtime.tracer.start_span(
             name,
             context=parent,
-            attributes=attributes,
+            attributes={SAMPLING_OVERRIDE_ATTRIBUTE: sampling} if sampling is not None else None,
             links=links,
             start_time=start_time_ns if start_time_ns is not None else _clock.now_ns(),
         )
@@ -88,6 +89,7 @@ def _start_span(
         if record is None:
             return NoOpSpan(otel_span)
         live = LiveSpan(otel_span, record.trace_id, span_type or SpanType.UNKNOWN)  # type: ignore[arg-type]
+        live._set_raw_many(attributes)
         record.live[ctx.span_id] = live
         return live
     except Exception as exc:  # noqa: BLE001 - tracing must never break the user's call
@@ -150,7 +152,7 @@ def _end_error(span: LiveSpan | NoOpSpan, exc: BaseException) -> None:
 class _Options:
     __slots__ = (
         "name", "span_type", "attributes", "output_reducer", "sampling_ratio", "log_level",
-        "links", "description", "experiment_id", "binder", "extra",
+        "links", "description", "experiment_id", "binder", "extra", "_static", "_static_encoder",
     )
 
     def __init__(self, fn: Callable[..., Any], name: str | None, span_type: str,
@@ -173,14 +175,23 @@ class _Options:
         if description is not None:
             extra[SpanAttributeKey.DESCRIPTION] = _encode(description)
         self.extra = extra
+        self._static: dict[str, str] | None = None
+        self._static_encoder: Any = None
+
+    def static_attributes(self) -> dict[str, str]:
+        """A fresh copy of the attributes that are the same for every call (encoded once)."""
+        static = self._static
+        if static is None or _span_module._ENCODER is not self._static_encoder:
+            static = _start_attributes(
+                self.span_type, self.attributes, function_name=self.binder.function_name, extra=self.extra
+            )
+            self._static, self._static_encoder = static, _span_module._ENCODER
+        return dict(static)
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LiveSpan | NoOpSpan:
         try:
-            inputs = self.binder.bind(args, kwargs)
-            attrs = _start_attributes(
-                self.span_type, self.attributes, inputs=inputs, has_inputs=True,
-                function_name=self.binder.function_name, extra=self.extra,
-            )
+            attrs = self.static_attributes()
+            attrs[SpanAttributeKey.INPUTS] = _encode(self.binder.bind(args, kwargs))
             if self.sampling_ratio is not None and not _has_active_span():
                 attrs[SAMPLING_OVERRIDE_ATTRIBUTE] = self.sampling_ratio  # type: ignore[assignment]
             span = _start_span(self.name, self.span_type, attrs, links=self.links)

@@ -6,13 +6,11 @@ usage, size stats) happens later, on a delivery worker, through :func:`finalize`
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
-from flowtel.entities._constants import SpanAttributeKey
 from flowtel.entities._ids import trace_id_from_otel
 from flowtel.tracing._errors import report_internal_error
 
@@ -36,7 +34,7 @@ class TraceRecord:
     def __init__(self, otel_trace_id: int, root: SdkSpan, start_monotonic: float) -> None:
         self.otel_trace_id = otel_trace_id
         self.trace_id = trace_id_from_otel(otel_trace_id)
-        self.request_id_json = json.dumps(self.trace_id)
+        self.request_id_json = '"' + self.trace_id + '"'
         self.root_span_id = root.context.span_id
         self.root_name = root.name
         self.remote_parent = root.parent is not None
@@ -95,7 +93,6 @@ class TraceAssembler(SpanProcessor):
             with self._lock:
                 record.open_spans += 1
                 record.started.append(span.context.span_id)
-            span.set_attribute(SpanAttributeKey.REQUEST_ID, record.request_id_json)
         except Exception as exc:  # noqa: BLE001 - OTel calls us from the user's thread
             report_internal_error("span processor on_start", exc)
 
