@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
 from flowtel.exporters._console import ConsoleExporter
+from flowtel.exporters._local import LocalStoreExporter
 from flowtel.exporters._memory import InMemoryExporter
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "ExportFailure",
     "ExportResult",
     "InMemoryExporter",
+    "LocalStoreExporter",
     "TraceExporter",
 ]

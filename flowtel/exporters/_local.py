@@ -109,12 +109,22 @@ class LocalTraceStore(TraceStore):
 
 
 class LocalStoreExporter(TraceExporter):
-    """Writes traces into the embedded store, one transaction per batch."""
+    """Writes traces into the embedded store (a SQLite file), one transaction per batch.
+
+    Args:
+        path: The store file (default: ``FLOWTEL_STORE_PATH``, ``./flowtel-traces.db``), or an
+            open :class:`LocalTraceStore`.
+    """
 
     name = "local"
 
-    def __init__(self, store: LocalTraceStore) -> None:
-        self.store = store
+    def __init__(self, path: str | os.PathLike[str] | LocalTraceStore | None = None) -> None:
+        if isinstance(path, LocalTraceStore):
+            self.store = path
+        else:
+            from flowtel.tracing import _config
+
+            self.store = LocalTraceStore(path if path is not None else _config.FLOWTEL_STORE_PATH.get())
 
     def export(self, traces: Sequence[Trace]) -> ExportResult:
         try:

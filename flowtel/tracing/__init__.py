@@ -25,6 +25,7 @@ __all__ = [
     "enable",
     "is_enabled",
     "reset",
+    "set_destination",
     "with_current_context",
 ]
 
@@ -135,6 +136,28 @@ def _check_processor(processor: Any) -> None:
             f"Span processor {processor!r} must take exactly one argument (the span), "
             f"it takes {len(params)}."
         )
+
+
+def set_destination(*exporters: Any) -> None:
+    """Send traces to these exporters (each with its own delivery pipeline, so a slow or dead
+    one never holds back the others), e.g.::
+
+        flowtel.tracing.set_destination(
+            flowtel.exporters.MlflowExporter("http://127.0.0.1:5000"),
+            flowtel.exporters.OtlpExporter(endpoint="http://collector:4318"),
+        )
+
+    With no argument, go back to the destinations configured by the environment. Traces
+    already finished are delivered to the previous destinations first.
+    """
+    from flowtel.exporters._base import TraceExporter
+
+    for exporter in exporters:
+        if not isinstance(exporter, TraceExporter):
+            raise ConfigError(
+                f"set_destination() takes flowtel exporters (flowtel.exporters.*), got {type(exporter).__name__}."
+            )
+    _runtime.set_destinations([_runtime.destination_for(e) for e in exporters] or None)
 
 
 def with_current_context(fn: Callable[..., T]) -> Callable[..., T]:

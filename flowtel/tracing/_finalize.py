@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext
+
 from flowtel.entities import Span, Trace, TraceData, TraceInfo, TraceLocation, TraceState
 from flowtel.entities._constants import (
     MAX_CHARS_IN_TRACE_IO_METADATA,
@@ -26,6 +29,7 @@ _TOKEN_KEYS = (
 def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: dict[str, str]) -> Trace:
     """Build the trace: info (state, timing, previews, metadata, usage, size stats) and spans."""
     readable = record.spans_in_start_order()
+    remote_parent = _detach_remote_parent(readable, record.root_span_id) if record.remote_parent else None
     spans = [Span(s) for s in readable]
     root = _find_root(spans, record.root_span_id)
     raw_inputs = _raw(root, SpanAttributeKey.INPUTS)
@@ -65,7 +69,31 @@ def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: d
     )
     trace = Trace(info=info, data=TraceData(spans=spans))
     add_size_stats(trace)
+    if remote_parent is not None:
+        # The trace continues one started elsewhere (another process, or an application span):
+        # exporters to MLflow ship only its spans, OTLP exporters restore the real parent.
+        trace.remote_parent = remote_parent  # type: ignore[attr-defined]
     return trace
+
+
+def remote_parent_of(trace: Trace) -> SpanContext | None:
+    """The span (outside flowtel) that the trace's root continues, if any."""
+    return getattr(trace, "remote_parent", None)
+
+
+def _detach_remote_parent(readable: list[ReadableSpan], root_span_id: int) -> SpanContext | None:
+    """Make the local root a root in the MLflow view; return the parent it had."""
+    for i, span in enumerate(readable):
+        if span.context.span_id == root_span_id and span.parent is not None:
+            parent = span.parent
+            readable[i] = ReadableSpan(
+                name=span.name, context=span.context, parent=None, resource=span.resource,
+                attributes=span.attributes, events=span.events, links=span.links, kind=span.kind,
+                status=span.status, start_time=span.start_time, end_time=span.end_time,
+                instrumentation_scope=span.instrumentation_scope,
+            )
+            return parent
+    return None
 
 
 def add_size_stats(trace: Trace) -> None:
