@@ -11,6 +11,9 @@ import pytest
 # Never write the default store into the repository during tests.
 os.environ.setdefault("FLOWTEL_STORE_PATH", os.path.join(tempfile.mkdtemp(prefix="flowtel-tests-"), "traces.db"))
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+for _var in [v for v in os.environ if v.startswith("OTEL_EXPORTER_OTLP")]:
+    os.environ.pop(_var)
 
 from flowtel.tracing import _errors, _runtime  # noqa: E402
 from tests._servers.fixtures import *  # noqa: E402,F403

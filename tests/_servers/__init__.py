@@ -1,0 +1,1 @@
+"""Local, loopback-only test servers (real HTTP endpoints for real client SDKs)."""
