@@ -100,7 +100,9 @@ class Span:
         cached = self.__dict__.get("_raw_cache")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        raw = dict(self._span.attributes or {})
+        stored = self._span.attributes or {}
+        # BoundedAttributes iterates through a Python-level generator; its plain dict is 10x faster.
+        raw = dict(getattr(stored, "_dict", stored))
         if SpanAttributeKey.REQUEST_ID not in raw:
             raw[SpanAttributeKey.REQUEST_ID] = '"' + _ids.trace_id_from_otel(self._span.context.trace_id) + '"'
         if SpanAttributeKey.LOG_LEVEL not in raw and _is_flowtel_span(self._span):
