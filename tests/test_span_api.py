@@ -305,19 +305,19 @@ async def test_scoped_disable_does_not_affect_concurrent_requests(flowtel_traces
 
 def test_span_processors_run_before_end(flowtel_traces: TraceCapture) -> None:
     def mask(span: flowtel.LiveSpan) -> None:
-        if span.inputs and "password" in span.inputs:
-            span.set_inputs({**span.inputs, "password": "***"})
+        if span.inputs and "email" in span.inputs:
+            span.set_inputs({**span.inputs, "email": "***"})
 
     @flowtel.trace
-    def login(user: str, password: str) -> bool:
+    def signup(user: str, email: str) -> bool:
         return True
 
     with flowtel.tracing.configure(span_processors=[mask]):
-        login("u", "hunter2")
-    login("u", "visible")
+        signup("u", "u@example.com")
+    signup("u", "visible@example.com")
     masked, unmasked = flowtel_traces.traces
-    assert masked.data.spans[0].inputs == {"user": "u", "password": "***"}
-    assert unmasked.data.spans[0].inputs["password"] == "visible"
+    assert masked.data.spans[0].inputs == {"user": "u", "email": "***"}
+    assert unmasked.data.spans[0].inputs["email"] == "visible@example.com"
 
 
 def test_configure_rejects_bad_processors() -> None:

@@ -336,7 +336,7 @@ class LiveSpan(Span):
 
     def set_span_type(self, span_type: str) -> None:
         self._span_type = span_type
-        self._set_raw(SpanAttributeKey.SPAN_TYPE, dump_json(span_type))
+        self._set_raw(SpanAttributeKey.SPAN_TYPE, _ENCODE_ATTRIBUTE(SpanAttributeKey.SPAN_TYPE, span_type))
 
     def set_description(self, description: str) -> None:
         self.set_attribute(SpanAttributeKey.DESCRIPTION, description)
@@ -363,7 +363,7 @@ class LiveSpan(Span):
         if not isinstance(key, str):
             _report(f"Attribute keys must be strings, got {type(key).__name__}; ignored.")
             return
-        self._set_raw(key, _ENCODER(value))
+        self._set_raw(key, _ENCODE_ATTRIBUTE(key, value))
 
     def _set_raw(self, key: str, raw: str) -> None:
         attrs = self._attrs
@@ -394,7 +394,7 @@ class LiveSpan(Span):
 
     def add_event(self, event: SpanEvent) -> None:
         if self._span.is_recording():
-            self._span.add_event(event.name, _event_attributes(event.attributes), event.timestamp)
+            self._span.add_event(event.name, _EVENT_ATTRIBUTES(event.name, event.attributes), event.timestamp)
 
     def record_exception(self, exception: BaseException | str) -> None:
         """Add an ``exception`` event and set the status to ERROR."""
@@ -403,7 +403,7 @@ class LiveSpan(Span):
         event = SpanEvent.from_exception(exception)
         event.timestamp = _now_ns()
         self.add_event(event)
-        self.set_status(SpanStatus(SpanStatusCode.ERROR, _error_description(exception)))
+        self.set_status(SpanStatus(SpanStatusCode.ERROR, _STATUS_DESCRIPTION(type(exception).__name__, _error_message(exception))))
 
     def end(
         self,
@@ -515,31 +515,38 @@ def _now_ns() -> int:
     return _hooks.now_ns()
 
 
-def _encode(value: Any) -> str:
+def _encode(key: str, value: Any) -> str:
     return dump_json(value)
 
 
-# Replaced by the tracing layer with the size/redaction-aware encoder.
-_ENCODER = _encode
+def _plain_status_description(exc_type: str, message: str) -> str:
+    return f"{exc_type}: {message}"
 
 
-def set_attribute_encoder(encoder: Any) -> None:
-    global _ENCODER
-    _ENCODER = encoder
+# Every recorded value goes through these; the tracing layer installs its capture policy
+# (size limits, redaction, the no-content switch) here.
+_ENCODE_ATTRIBUTE: Any = _encode
+_EVENT_ATTRIBUTES: Any = None  # set below
+_STATUS_DESCRIPTION: Any = _plain_status_description
+
+
+def set_capture_hooks(encode_attribute: Any, event_attributes: Any, status_description: Any) -> None:
+    global _ENCODE_ATTRIBUTE, _EVENT_ATTRIBUTES, _STATUS_DESCRIPTION
+    _ENCODE_ATTRIBUTE, _EVENT_ATTRIBUTES, _STATUS_DESCRIPTION = encode_attribute, event_attributes, status_description
 
 
 def _report(message: str) -> None:
     _hooks.report_misuse(message)
 
 
-def _error_description(exception: BaseException) -> str:
+def _error_message(exception: BaseException) -> str:
     try:
-        return f"{type(exception).__name__}: {exception}"
+        return str(exception)
     except Exception:  # noqa: BLE001 - a user exception whose __str__ raises
-        return type(exception).__name__
+        return "<unprintable>"
 
 
-def _event_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+def _event_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for key, value in (attributes or {}).items():
         if isinstance(value, (str, bool, int, float)):
@@ -549,8 +556,11 @@ def _event_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
         ):
             clean[str(key)] = list(value)
         else:
-            clean[str(key)] = _ENCODER(value)
+            clean[str(key)] = dump_json(value)
     return clean
+
+
+_EVENT_ATTRIBUTES = _event_attributes
 
 
 def _context(trace_id: int, span_id: int) -> SpanContext:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from flowtel.entities import _hooks
-from flowtel.tracing import _clock, _runtime
+from flowtel.tracing import _capture, _clock, _runtime
 from flowtel.tracing._config import ConfigError
 from flowtel.tracing._scope import context
 
@@ -59,6 +59,7 @@ def _before_end(span: Any) -> None:
 
 
 _hooks.before_end = _before_end
+_capture.install()
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -83,39 +84,74 @@ def is_enabled() -> bool:
 def reset() -> None:
     """Deliver what is queued, then forget all configuration; the next span starts afresh."""
     _span_processors.clear()
+    _capture.set_policy(None)
     _runtime.reset()
 
 
 class _Configuration:
     """Returned by :func:`configure`; as a context manager it restores the previous settings."""
 
-    def __init__(self, previous: list[Callable[[Any], Any]]) -> None:
+    def __init__(self, previous: list[Callable[[Any], Any]], previous_policy: _capture.CapturePolicy | None) -> None:
         self._previous = previous
+        self._previous_policy = previous_policy
 
     def __enter__(self) -> _Configuration:
         return self
 
     def __exit__(self, *exc: object) -> None:
         _span_processors[:] = self._previous
+        if self._previous_policy is not None:
+            _capture.set_policy(self._previous_policy)
 
 
-def configure(span_processors: list[Callable[[Any], Any]] | None = None) -> _Configuration:
+def configure(
+    span_processors: list[Callable[[Any], Any]] | None = None,
+    *,
+    capture_content: bool | None = None,
+    redact: bool | None = None,
+    capture_binary: bool | None = None,
+    max_attribute_bytes: int | None = None,
+    max_depth: int | None = None,
+    max_items: int | None = None,
+    max_string_chars: int | None = None,
+) -> _Configuration:
     """Configure tracing. Usable as a context manager for a temporary configuration.
 
     Args:
         span_processors: Functions called with each :class:`~flowtel.LiveSpan` just before it
             ends (e.g. to mask data with ``span.set_inputs(...)``). Each takes exactly one
             argument; its return value is ignored.
+        capture_content: False records no inputs, outputs, messages or event payloads at all,
+            from any source (decorators, integrations, user attributes, OTLP conventions);
+            structure, timing, types, status, model names and token counts stay.
+        redact: Replace values under credential-like keys by ``[REDACTED]`` (default on).
+        capture_binary: Keep bytes / base64 media inline instead of a size marker.
+        max_attribute_bytes, max_depth, max_items, max_string_chars: Capture limits; larger
+            values are truncated keeping valid JSON and marked.
 
     Raises:
-        ConfigError: a processor is not a callable of one argument.
+        ConfigError: an invalid processor or limit.
     """
     previous = list(_span_processors)
     if span_processors is not None:
         for processor in span_processors:
             _check_processor(processor)
         _span_processors[:] = list(span_processors)
-    return _Configuration(previous)
+    changes = {
+        k: v for k, v in dict(
+            capture_content=capture_content, redact=redact, capture_binary=capture_binary,
+            max_attribute_bytes=max_attribute_bytes, max_depth=max_depth, max_items=max_items,
+            max_string_chars=max_string_chars,
+        ).items() if v is not None
+    }
+    previous_policy = None
+    if changes:
+        try:
+            new_policy = _capture.updated(**changes)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"Invalid capture setting: {exc}") from None
+        previous_policy = _capture.set_policy(new_policy)
+    return _Configuration(previous, previous_policy)
 
 
 def _check_processor(processor: Any) -> None:

@@ -32,7 +32,7 @@ from flowtel.entities import (
 from flowtel.entities import _span as _span_module
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.entities._ids import otel_trace_id_from_mlflow
-from flowtel.tracing import _clock, _runtime, _scope
+from flowtel.tracing import _capture, _clock, _runtime, _scope
 from flowtel.tracing._errors import report_internal_error
 from flowtel.tracing._exceptions import FlowtelException, InvalidParameterError
 from flowtel.tracing._sampling import SAMPLING_OVERRIDE_ATTRIBUTE
@@ -53,8 +53,8 @@ _CHUNK_EVENT_PREFIX = "mlflow.chunk.item."
 _CHUNK_VALUE_KEY = "mlflow.chunk.value"
 
 
-def _encode(value: Any) -> str:
-    return _span_module._ENCODER(value)
+def _encode(key: str, value: Any) -> str:
+    return _span_module._ENCODE_ATTRIBUTE(key, value)
 
 
 # -- span start / context ------------------------------------------------------------------------
@@ -118,14 +118,14 @@ def _start_attributes(
     function_name: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    attrs = {SpanAttributeKey.SPAN_TYPE: _encode(span_type or SpanType.UNKNOWN)}
+    attrs = {SpanAttributeKey.SPAN_TYPE: _encode(SpanAttributeKey.SPAN_TYPE, span_type or SpanType.UNKNOWN)}
     if function_name is not None:
-        attrs[SpanAttributeKey.FUNCTION_NAME] = _encode(function_name)
+        attrs[SpanAttributeKey.FUNCTION_NAME] = _encode(SpanAttributeKey.FUNCTION_NAME, function_name)
     if has_inputs:
-        attrs[SpanAttributeKey.INPUTS] = _encode(inputs)
+        attrs[SpanAttributeKey.INPUTS] = _encode(SpanAttributeKey.INPUTS, inputs)
     if user_attributes:
         for key, value in user_attributes.items():
-            attrs[str(key)] = _encode(value)
+            attrs[str(key)] = _encode(str(key), value)
     if extra:
         attrs.update(extra)
     return attrs
@@ -152,7 +152,7 @@ def _end_error(span: LiveSpan | NoOpSpan, exc: BaseException) -> None:
 class _Options:
     __slots__ = (
         "name", "span_type", "attributes", "output_reducer", "sampling_ratio", "log_level",
-        "links", "description", "experiment_id", "binder", "extra", "_static", "_static_encoder",
+        "links", "description", "experiment_id", "binder", "extra", "_static", "_static_encoder", "_static_policy",
     )
 
     def __init__(self, fn: Callable[..., Any], name: str | None, span_type: str,
@@ -171,27 +171,28 @@ class _Options:
         self.binder = _Binder(fn)
         extra: dict[str, str] = {}
         if log_level is not None:
-            extra[SpanAttributeKey.LOG_LEVEL] = _encode(_log_level_value(log_level))
+            extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, _log_level_value(log_level))
         if description is not None:
-            extra[SpanAttributeKey.DESCRIPTION] = _encode(description)
+            extra[SpanAttributeKey.DESCRIPTION] = _encode(SpanAttributeKey.DESCRIPTION, description)
         self.extra = extra
         self._static: dict[str, str] | None = None
         self._static_encoder: Any = None
+        self._static_policy: Any = None
 
     def static_attributes(self) -> dict[str, str]:
         """A fresh copy of the attributes that are the same for every call (encoded once)."""
         static = self._static
-        if static is None or _span_module._ENCODER is not self._static_encoder:
+        if static is None or _span_module._ENCODE_ATTRIBUTE is not self._static_encoder or _capture._policy is not self._static_policy:
             static = _start_attributes(
                 self.span_type, self.attributes, function_name=self.binder.function_name, extra=self.extra
             )
-            self._static, self._static_encoder = static, _span_module._ENCODER
+            self._static, self._static_encoder, self._static_policy = static, _span_module._ENCODE_ATTRIBUTE, _capture._policy
         return dict(static)
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LiveSpan | NoOpSpan:
         try:
             attrs = self.static_attributes()
-            attrs[SpanAttributeKey.INPUTS] = _encode(self.binder.bind(args, kwargs))
+            attrs[SpanAttributeKey.INPUTS] = _encode_inputs(self.binder, args, kwargs)
             if self.sampling_ratio is not None and not _has_active_span():
                 attrs[SAMPLING_OVERRIDE_ATTRIBUTE] = self.sampling_ratio  # type: ignore[assignment]
             span = _start_span(self.name, self.span_type, attrs, links=self.links)
@@ -201,6 +202,12 @@ class _Options:
         except Exception as exc:  # noqa: BLE001 - tracing must never break the user's call
             report_internal_error("@trace span start", exc)
             return NoOpSpan()
+
+
+def _encode_inputs(binder: _Binder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    if not _capture.content_enabled():
+        return _capture._NOT_RECORDED_JSON  # no need to even look at the arguments
+    return _encode(SpanAttributeKey.INPUTS, binder.bind(args, kwargs))
 
 
 def _has_active_span() -> bool:
@@ -409,7 +416,8 @@ class _Chunks:
             if type(self.span) is LiveSpan:
                 index = len(self.items)
                 self.span.add_event(
-                    SpanEvent(f"{_CHUNK_EVENT_PREFIX}{index}", _clock.now_ns(), {_CHUNK_VALUE_KEY: _encode(item)})
+                    SpanEvent(f"{_CHUNK_EVENT_PREFIX}{index}", _clock.now_ns(),
+                              {_CHUNK_VALUE_KEY: _encode(_CHUNK_VALUE_KEY, item)})
                 )
             self.items.append(item)
         except Exception as exc:  # noqa: BLE001 - recording a chunk must not break iteration
@@ -582,9 +590,9 @@ def _start_from_args(
     try:
         extra: dict[str, str] = {}
         if log_level is not None:
-            extra[SpanAttributeKey.LOG_LEVEL] = _encode(_log_level_value(log_level))
+            extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, _log_level_value(log_level))
         if description is not None:
-            extra[SpanAttributeKey.DESCRIPTION] = _encode(description)
+            extra[SpanAttributeKey.DESCRIPTION] = _encode(SpanAttributeKey.DESCRIPTION, description)
         attrs = _start_attributes(span_type, attributes, extra=extra)
         span = _start_span(name, span_type, attrs, links=links)
         experiment_id = _experiment_id_of(trace_destination)
@@ -645,11 +653,11 @@ def start_span_no_context(
         )
         extra: dict[str, str] = {}
         if log_level is not None:
-            extra[SpanAttributeKey.LOG_LEVEL] = _encode(_log_level_value(log_level))
+            extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, _log_level_value(log_level))
         if description is not None:
-            extra[SpanAttributeKey.DESCRIPTION] = _encode(description)
+            extra[SpanAttributeKey.DESCRIPTION] = _encode(SpanAttributeKey.DESCRIPTION, description)
         if start_time_ns is not None:
-            extra[SpanAttributeKey.START_TIME_NS] = _encode(int(start_time_ns))
+            extra[SpanAttributeKey.START_TIME_NS] = _encode(SpanAttributeKey.START_TIME_NS, int(start_time_ns))
         attrs = _start_attributes(
             span_type, attributes, inputs=inputs, has_inputs=inputs is not None, extra=extra
         )

@@ -1,0 +1,140 @@
+"""What flowtel records of the user's data: size limits, redaction, and the no-content switch.
+
+This is the one place every recorded value passes through (span attributes, inputs and
+outputs, event attributes, status messages), for spans made by decorators, context managers,
+integrations and user code alike, so nothing downstream can bypass it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+from flowtel.entities import _span as _span_module
+from flowtel.entities._constants import SpanAttributeKey
+from flowtel.tracing import _config
+from flowtel.tracing._serialize import REDACTED, CaptureLimits, dump_json, is_sensitive_key
+
+NOT_RECORDED = "[content not recorded]"
+_NOT_RECORDED_JSON = '"' + NOT_RECORDED + '"'
+_REDACTED_JSON = dump_json(REDACTED)
+
+# Attributes that describe structure, timing, model and usage, never the user's content: they
+# stay when content capture is off.
+CONTENT_FREE_KEYS = frozenset({
+    SpanAttributeKey.REQUEST_ID, SpanAttributeKey.SPAN_TYPE, SpanAttributeKey.FUNCTION_NAME,
+    SpanAttributeKey.LOG_LEVEL, SpanAttributeKey.EXPERIMENT_ID, SpanAttributeKey.START_TIME_NS,
+    SpanAttributeKey.CHAT_USAGE, SpanAttributeKey.LLM_COST, SpanAttributeKey.MODEL,
+    SpanAttributeKey.MODEL_PROVIDER, SpanAttributeKey.MESSAGE_FORMAT,
+    "gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model", "gen_ai.provider.name",
+    "gen_ai.system", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
+})
+_CONTENT_FREE_EVENT_KEYS = frozenset({"exception.type", "items_yielded"})
+
+
+@dataclass(frozen=True)
+class CapturePolicy:
+    """How values are recorded.
+
+    Args:
+        limits: Size, depth and redaction limits for each recorded value.
+        capture_content: False records no inputs, outputs, messages or event payloads at all
+            (structure, timing, types, status, model names and token counts stay).
+    """
+
+    limits: CaptureLimits
+    capture_content: bool = True
+
+
+_lock = threading.Lock()
+_policy: CapturePolicy | None = None
+
+
+def policy() -> CapturePolicy:
+    global _policy
+    if _policy is None:
+        with _lock:
+            if _policy is None:
+                _policy = policy_from_env()
+    return _policy
+
+
+def policy_from_env() -> CapturePolicy:
+    limits = CaptureLimits(
+        max_attribute_bytes=_config.FLOWTEL_MAX_ATTRIBUTE_BYTES.get(),
+        max_depth=_config.FLOWTEL_MAX_DEPTH.get(),
+        max_items=_config.FLOWTEL_MAX_ITEMS.get(),
+        max_string_chars=_config.FLOWTEL_MAX_STRING_CHARS.get(),
+        redact=_config.FLOWTEL_REDACT.get(),
+        capture_binary=_config.FLOWTEL_CAPTURE_BINARY.get(),
+    )
+    return CapturePolicy(limits=limits, capture_content=_config.FLOWTEL_CAPTURE_CONTENT.get())
+
+
+def set_policy(new: CapturePolicy | None) -> CapturePolicy:
+    """Install a policy (None: back to the environment's). Returns the previous one."""
+    global _policy
+    with _lock:
+        previous = _policy if _policy is not None else policy_from_env()
+        _policy = new
+    return previous
+
+
+def updated(**changes: Any) -> CapturePolicy:
+    current = policy()
+    limit_changes = {k: v for k, v in changes.items() if k in CaptureLimits.__dataclass_fields__}
+    limits = replace(current.limits, **limit_changes) if limit_changes else current.limits
+    content = changes.get("capture_content")
+    return CapturePolicy(limits=limits, capture_content=current.capture_content if content is None else content)
+
+
+# -- the encoder installed into the entities --------------------------------------------------------
+def encode_attribute(key: str, value: Any) -> str:
+    """JSON string recorded for span attribute ``key``. Never raises."""
+    current = policy()
+    if not current.capture_content and key not in CONTENT_FREE_KEYS:
+        return _NOT_RECORDED_JSON
+    if current.limits.redact and key not in CONTENT_FREE_KEYS and is_sensitive_key(key):
+        return _REDACTED_JSON
+    return dump_json(value, current.limits)
+
+
+def event_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    """Event attribute values as recorded (raw primitives, per OTel; others JSON-encoded)."""
+    current = policy()
+    clean: dict[str, Any] = {}
+    for key, value in (attributes or {}).items():
+        key = str(key)
+        if not current.capture_content and key not in _CONTENT_FREE_EVENT_KEYS:
+            clean[key] = NOT_RECORDED
+        elif current.limits.redact and is_sensitive_key(key):
+            clean[key] = REDACTED
+        elif isinstance(value, bool) or isinstance(value, (int, float)):
+            clean[key] = value
+        elif isinstance(value, str):
+            # Chunk values are JSON documents already limited by dump_json; cutting would break them.
+            fits = len(value) <= current.limits.max_string_chars or key == "mlflow.chunk.value"
+            clean[key] = value if fits else _cut(value, current)
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, bool, int, float)) for v in value):
+            clean[key] = list(value)
+        else:
+            clean[key] = dump_json(value, current.limits)
+    return clean
+
+
+def status_description(exc_type: str, message: str) -> str:
+    return f"{exc_type}: {message}" if policy().capture_content else exc_type
+
+
+def content_enabled() -> bool:
+    return policy().capture_content
+
+
+def _cut(value: str, current: CapturePolicy) -> str:
+    limit = current.limits.max_string_chars
+    return value[:limit] + f"...[truncated {len(value) - limit} of {len(value)} chars]"
+
+
+def install() -> None:
+    _span_module.set_capture_hooks(encode_attribute, event_attributes, status_description)
