@@ -4,12 +4,13 @@ read side serving get_trace / search_traces / tags / assessments from it."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any, Sequence
 
 from flowtel.entities import Trace
 from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
-from flowtel.tracing._exceptions import FlowtelException, InvalidParameterError, TraceNotFoundError
+from flowtel.tracing._exceptions import FlowtelException
 from flowtel.tracing._runtime import Destination
 from flowtel.tracing._store import TraceStore
 
@@ -95,17 +96,12 @@ class LocalTraceStore(TraceStore):
             self._db = None
 
     def _call(self, fn: Any) -> Any:
-        from flowtel.exporters import _local_store
-        from flowtel.tracing._filter import InvalidFilterError
-
         try:
             return fn(self._open())
-        except _local_store.TraceNotFoundError as exc:
-            raise TraceNotFoundError(getattr(exc, "trace_id", ""), str(exc)) from None
-        except InvalidFilterError as exc:
-            raise InvalidParameterError(str(exc)) from None
-        except _local_store.StoreError as exc:
-            raise FlowtelException(str(exc)) from None
+        except FlowtelException:
+            raise  # store and filter errors already carry MLflow-style codes and clear messages
+        except sqlite3.Error as exc:
+            raise FlowtelException(f"Embedded store {self.path!r} failed: {exc}") from None
 
 
 class LocalStoreExporter(TraceExporter):
@@ -127,8 +123,16 @@ class LocalStoreExporter(TraceExporter):
             self.store = LocalTraceStore(path if path is not None else _config.FLOWTEL_STORE_PATH.get())
 
     def export(self, traces: Sequence[Trace]) -> ExportResult:
+        from flowtel.exporters._local_store import InvalidTraceError
+
         try:
             self.store.write(traces)
+        except InvalidTraceError as exc:
+            # The valid traces of the batch are stored; the invalid ones will never be.
+            return ExportResult({
+                trace_id: ExportFailure("invalid_trace", retryable=False, message=reason)
+                for trace_id, reason in exc.failures.items()
+            })
         except Exception as exc:  # noqa: BLE001 - disk full, locked, permissions: reported per trace
             return ExportResult.all_failed(
                 traces, ExportFailure("local_store_error", retryable=True, message=str(exc))

@@ -23,7 +23,10 @@ Where MLflow's own implementation is broken we follow what its documentation pro
 - ``LIKE`` is case-sensitive and ``%`` also matches newlines (SQL semantics).
 - ``RLIKE`` patterns are checked when parsing: a bad regular expression is an error, not "no match".
 
-flowtel extensions (also accepted): ``trace_id`` (= ``request_id``) and ``state`` (= ``status``).
+flowtel extensions (also accepted): ``trace_id`` (= ``request_id``) and ``state`` (= ``status``),
+a bare ``text`` key (MLflow's tokenizer only takes ``trace.text``), and numeric strings for numeric
+attributes. Not copied from MLflow: its aliasing of ``name``/``run_id``/``text`` under *any* prefix
+(``tags.name`` there means the trace name; here it is the tag ``name``), leading/trailing ``AND``.
 Session-scoped assessments (MLflow applies them to every trace of the session) are evaluated on
 the trace that holds them only.
 """
@@ -54,6 +57,23 @@ __all__ = [
     "parse_filter",
     "parse_order_by",
     "sort_traces",
+    "with_default_order",
+    # value helpers shared with the SQLite store
+    "assessment_kind",
+    "assessment_numeric_value",
+    "assessment_value",
+    "assessment_value_json",
+    "attribute_text",
+    "experiment_id_of",
+    "format_timestamp_ms",
+    "like_regex",
+    "like_to_glob",
+    "parse_timestamp_ms",
+    "prompt_link_matches",
+    "rlike",
+    "span_content",
+    "span_status_code",
+    "span_type",
 ]
 
 
@@ -72,7 +92,8 @@ class InvalidFilterError(InvalidParameterError, ValueError):
 class Entity(str, Enum):
     """What a clause (or an ``order_by`` key) looks at."""
 
-    ATTRIBUTE = "attribute"  # key: one of ATTRIBUTE_KEYS
+    ATTRIBUTE = "attribute"  # key: request_id, timestamp_ms, execution_time_ms, end_time_ms, status,
+    # client_request_id (and experiment_id in order_by)
     TAG = "tag"  # key: tag key
     METADATA = "metadata"  # key: trace metadata key
     SPAN = "span"  # key: name | type | status | content; true if ONE span meets all SPAN clauses
@@ -150,7 +171,6 @@ ATTR_CLIENT_REQUEST_ID = "client_request_id"
 ATTR_EXPERIMENT_ID = "experiment_id"  # order_by only
 
 NUMERIC_ATTRIBUTES = frozenset({ATTR_TIMESTAMP, ATTR_EXECUTION_TIME, ATTR_END_TIME})
-STRING_ATTRIBUTES = frozenset({ATTR_REQUEST_ID, ATTR_STATUS, ATTR_CLIENT_REQUEST_ID})
 
 TRACE_NAME_TAG = "mlflow.traceName"
 LINKED_PROMPTS_TAG = "mlflow.linkedPrompts"
@@ -295,6 +315,17 @@ class _Identifier:
     text: str
 
 
+@dataclass(frozen=True)
+class _RawClause:
+    """A clause as written, before its key is resolved and checked."""
+
+    ident: _Identifier
+    op: Op
+    value: FilterValue
+    op_token: _Token
+    value_token: _Token
+
+
 class _Parser:
     """Recursive-descent parser over the token list of one filter string."""
 
@@ -344,10 +375,10 @@ class _Parser:
         ident = self.parse_identifier()
         op, op_token = self.parse_operator(ident)
         if op in (Op.IS_NULL, Op.IS_NOT_NULL):
-            return _build_clause(self, ident, op, None, op_token)
+            return _build_clause(self, _RawClause(ident, op, None, op_token, op_token))
         value_token = self.peek()
         value = self.parse_list(ident) if op in (Op.IN, Op.NOT_IN) else self.parse_scalar(ident)
-        return _build_clause(self, ident, op, value, value_token)
+        return _build_clause(self, _RawClause(ident, op, value, op_token, value_token))
 
     def parse_identifier(self) -> _Identifier:
         first = self.take()
@@ -451,30 +482,29 @@ def _parse_number(text: str) -> int | float:
 # --- clause building (semantic checks) ----------------------------------------------------------
 
 
-def _build_clause(parser: _Parser, ident: _Identifier, op: Op, value: FilterValue, token: _Token) -> Clause:
-    entity, key, via_alias = _resolve_identifier(parser, ident)
+def _build_clause(parser: _Parser, raw: _RawClause) -> Clause:
+    entity, key, via_alias = _resolve_identifier(parser, raw.ident)
     if entity is Entity.ATTRIBUTE:
-        return _attribute_clause(parser, ident, key, op, value, token)
+        return _attribute_clause(parser, raw, key)
     if entity is Entity.SPAN:
-        return _span_clause(parser, ident, key, op, value, token)
+        return _span_clause(parser, raw, key)
     if entity in (Entity.FEEDBACK, Entity.EXPECTATION):
-        return _assessment_clause(parser, ident, entity, key, op, value, token)
+        return _assessment_clause(parser, raw, entity, key)
     if entity is Entity.ISSUE:
-        return _issue_clause(parser, ident, key, op, value, token)
+        return _issue_clause(parser, raw, key)
     if entity is Entity.PROMPT or (entity is Entity.TAG and key == LINKED_PROMPTS_TAG):
-        return _prompt_clause(parser, ident, op, value, token)
+        return _prompt_clause(parser, raw)
     # TAG / METADATA; the ``name`` and ``run_id`` aliases additionally take IN lists
-    allowed = _ALIASED_KEY_VALUE_OPS if via_alias else _KEY_VALUE_OPS
-    _check_op(parser, ident, op, allowed, token)
-    _check_string_value(parser, ident, op, value, token)
-    return Clause(entity, key, op, value)
+    _check_op(parser, raw, _ALIASED_KEY_VALUE_OPS if via_alias else _KEY_VALUE_OPS)
+    _check_string_value(parser, raw)
+    return Clause(entity, key, raw.op, raw.value)
 
 
 def _resolve_identifier(parser: _Parser, ident: _Identifier) -> tuple[Entity, str, bool]:
     """(entity, key, whether the key was an attribute alias such as ``name`` or ``run_id``)."""
     parts = ident.parts
     if len(parts) == 1:
-        return (*_attribute_alias(parser, ident, parts[0]), True)
+        return (*_attribute_alias(parser, parts[0]), True)
     prefix, key = parts[0], ".".join(parts[1:])
     entity = _PREFIXES.get(prefix)
     if entity is None:
@@ -482,11 +512,11 @@ def _resolve_identifier(parser: _Parser, ident: _Identifier) -> tuple[Entity, st
     if not key:
         raise parser.error(f"empty key in {ident.text!r}.")
     if entity is Entity.ATTRIBUTE:
-        return (*_attribute_alias(parser, ident, key), True)
+        return (*_attribute_alias(parser, key), True)
     return entity, key, False
 
 
-def _attribute_alias(parser: _Parser, ident: _Identifier, key: str) -> tuple[Entity, str]:
+def _attribute_alias(parser: _Parser, key: str) -> tuple[Entity, str]:
     resolved = _FILTER_ATTRIBUTES.get(key)
     if resolved is None:
         raise parser.error(
@@ -496,44 +526,49 @@ def _attribute_alias(parser: _Parser, ident: _Identifier, key: str) -> tuple[Ent
     return resolved
 
 
-def _check_op(parser: _Parser, ident: _Identifier, op: Op, allowed: frozenset[Op], token: _Token) -> None:
-    if op not in allowed:
-        raise parser.error(f"comparator {op.value!r} is not allowed for {ident.text!r}; allowed: {_ops_help(allowed)}.", token)
+def _check_op(parser: _Parser, raw: _RawClause, allowed: frozenset[Op]) -> None:
+    if raw.op not in allowed:
+        raise parser.error(
+            f"comparator {raw.op.value!r} is not allowed for {raw.ident.text!r}; allowed: {_ops_help(allowed)}.",
+            raw.op_token,
+        )
 
 
-def _check_string_value(parser: _Parser, ident: _Identifier, op: Op, value: FilterValue, token: _Token) -> None:
+def _check_string_value(parser: _Parser, raw: _RawClause) -> None:
     """Non-list, non-null values must be quoted strings; RLIKE patterns must compile."""
-    if op in (Op.IS_NULL, Op.IS_NOT_NULL, Op.IN, Op.NOT_IN):
+    if raw.op in (Op.IS_NULL, Op.IS_NOT_NULL, Op.IN, Op.NOT_IN):
         return
-    if not isinstance(value, str):
+    if not isinstance(raw.value, str):
         raise parser.error(
-            f"expected a quoted string value for {ident.text!r} (e.g. 'my-value'), got {token.text}.", token
+            f"expected a quoted string value for {raw.ident.text!r} (e.g. 'my-value'), got {raw.value_token.text}.",
+            raw.value_token,
         )
-    if op is Op.RLIKE:
+    if raw.op is Op.RLIKE:
         try:
-            _compiled_regex(value)
+            _compiled_regex(raw.value)
         except re.error as exc:
-            raise parser.error(f"invalid regular expression {value!r} for RLIKE: {exc}.", token) from None
+            raise parser.error(
+                f"invalid regular expression {raw.value!r} for RLIKE: {exc}.", raw.value_token
+            ) from None
 
 
-def _attribute_clause(
-    parser: _Parser, ident: _Identifier, key: str, op: Op, value: FilterValue, token: _Token
-) -> Clause:
+def _attribute_clause(parser: _Parser, raw: _RawClause, key: str) -> Clause:
     if key in NUMERIC_ATTRIBUTES:
-        _check_op(parser, ident, op, _NUMERIC_OPS, token)
-        return Clause(Entity.ATTRIBUTE, key, op, _numeric_value(parser, ident, value, token))
-    _check_op(parser, ident, op, _STRING_ATTRIBUTE_OPS, token)
-    if isinstance(value, (int, float)):
+        _check_op(parser, raw, _NUMERIC_OPS)
+        return Clause(Entity.ATTRIBUTE, key, raw.op, _numeric_value(parser, raw))
+    _check_op(parser, raw, _STRING_ATTRIBUTE_OPS)
+    if isinstance(raw.value, (int, float)):
         raise parser.error(
-            f"{ident.text!r} is a string attribute; quote the value. Only "
+            f"{raw.ident.text!r} is a string attribute; quote the value. Only "
             f"{', '.join(sorted(NUMERIC_ATTRIBUTES))} compare with numbers.",
-            token,
+            raw.value_token,
         )
-    _check_string_value(parser, ident, op, value, token)
-    return Clause(Entity.ATTRIBUTE, key, op, value)
+    _check_string_value(parser, raw)
+    return Clause(Entity.ATTRIBUTE, key, raw.op, raw.value)
 
 
-def _numeric_value(parser: _Parser, ident: _Identifier, value: FilterValue, token: _Token) -> int | float:
+def _numeric_value(parser: _Parser, raw: _RawClause) -> int | float:
+    value = raw.value
     # MLflow's SQL store accepts '123' for numeric columns (SQLite coerces it); keep that working.
     if isinstance(value, str):
         try:
@@ -542,68 +577,70 @@ def _numeric_value(parser: _Parser, ident: _Identifier, value: FilterValue, toke
             pass
     if isinstance(value, (int, float)) and math.isfinite(value):
         return value
-    raise parser.error(f"expected a number for numeric attribute {ident.text!r}, got {token.text}.", token)
+    raise parser.error(
+        f"expected a number for numeric attribute {raw.ident.text!r}, got {raw.value_token.text}.", raw.value_token
+    )
 
 
-def _span_clause(
-    parser: _Parser, ident: _Identifier, key: str, op: Op, value: FilterValue, token: _Token
-) -> Clause:
+def _span_clause(parser: _Parser, raw: _RawClause, key: str) -> Clause:
     if key == SPAN_CONTENT:
-        _check_op(parser, ident, op, _SPAN_CONTENT_OPS, token)
-        _check_string_value(parser, ident, op, value, token)
-        return Clause(Entity.SPAN, SPAN_CONTENT, op, value)
+        _check_op(parser, raw, _SPAN_CONTENT_OPS)
+        _check_string_value(parser, raw)
+        return Clause(Entity.SPAN, SPAN_CONTENT, raw.op, raw.value)
     if key in SPAN_FIELDS:
         entity, name = Entity.SPAN, key
     elif key.startswith("attributes.") and len(key) > len("attributes."):
         entity, name = Entity.SPAN_ATTRIBUTE, key[len("attributes.") :]
-    elif key == "attributes" or key == "attributes.":
-        raise parser.error(f"span attribute name cannot be empty in {ident.text!r}; use span.attributes.`<name>`.")
+    elif key == "attributes":
+        raise parser.error(
+            f"span attribute name cannot be empty in {raw.ident.text!r}; use span.attributes.`<name>`."
+        )
     else:
         raise parser.error(
             f"invalid span key {key!r}. Supported: span.name, span.type, span.status, span.content, "
             "span.attributes.`<name>`."
         )
-    _check_op(parser, ident, op, _STRING_ATTRIBUTE_OPS, token)
-    _check_string_value(parser, ident, op, value, token)
-    return Clause(entity, name, op, value)
+    _check_op(parser, raw, _STRING_ATTRIBUTE_OPS)
+    _check_string_value(parser, raw)
+    return Clause(entity, name, raw.op, raw.value)
 
 
-def _assessment_clause(
-    parser: _Parser, ident: _Identifier, entity: Entity, key: str, op: Op, value: FilterValue, token: _Token
-) -> Clause:
-    _check_op(parser, ident, op, _ASSESSMENT_OPS, token)
-    if op in _ASSESSMENT_NUMERIC_OPS:
+def _assessment_clause(parser: _Parser, raw: _RawClause, entity: Entity, key: str) -> Clause:
+    _check_op(parser, raw, _ASSESSMENT_OPS)
+    value = raw.value
+    if raw.op in _ASSESSMENT_NUMERIC_OPS:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise parser.error(
-                f"expected a number for {entity.value} when using {op.value!r}, got {token.text}.", token
+                f"expected a number for {entity.value} when using {raw.op.value!r}, got {raw.value_token.text}.",
+                raw.value_token,
             )
-        return Clause(entity, key, op, value)
+        return Clause(entity, key, raw.op, value)
     if isinstance(value, (int, float)):
         raise parser.error(
-            f"expected a quoted string value for {entity.value} with {op.value!r} "
-            f"(e.g. {ident.text} = '{value}'), got {token.text}.",
-            token,
+            f"expected a quoted string value for {entity.value} with {raw.op.value!r} "
+            f"(e.g. {raw.ident.text} = '{value}'), got {raw.value_token.text}.",
+            raw.value_token,
         )
-    _check_string_value(parser, ident, op, value, token)
-    return Clause(entity, key, op, value)
+    _check_string_value(parser, raw)
+    return Clause(entity, key, raw.op, value)
 
 
-def _issue_clause(
-    parser: _Parser, ident: _Identifier, key: str, op: Op, value: FilterValue, token: _Token
-) -> Clause:
+def _issue_clause(parser: _Parser, raw: _RawClause, key: str) -> Clause:
     if key != "id":
         raise parser.error(f"invalid issue attribute {key!r}. Supported attributes: id.")
-    _check_op(parser, ident, op, _EQ_ONLY, token)
-    _check_string_value(parser, ident, op, value, token)
-    return Clause(Entity.ISSUE, "id", op, value)
+    _check_op(parser, raw, _EQ_ONLY)
+    _check_string_value(parser, raw)
+    return Clause(Entity.ISSUE, "id", raw.op, raw.value)
 
 
-def _prompt_clause(parser: _Parser, ident: _Identifier, op: Op, value: FilterValue, token: _Token) -> Clause:
-    _check_op(parser, ident, op, _EQ_ONLY, token)
-    _check_string_value(parser, ident, op, value, token)
-    if not isinstance(value, str) or value.count("/") != 1:
-        raise parser.error(f"invalid prompt filter value {value!r}; expected prompt = 'name/version'.", token)
-    return Clause(Entity.PROMPT, LINKED_PROMPTS_TAG, op, value)
+def _prompt_clause(parser: _Parser, raw: _RawClause) -> Clause:
+    _check_op(parser, raw, _EQ_ONLY)
+    _check_string_value(parser, raw)
+    if not isinstance(raw.value, str) or raw.value.count("/") != 1:
+        raise parser.error(
+            f"invalid prompt filter value {raw.value!r}; expected prompt = 'name/version'.", raw.value_token
+        )
+    return Clause(Entity.PROMPT, LINKED_PROMPTS_TAG, raw.op, raw.value)
 
 
 # --- public parse API ---------------------------------------------------------------------------
@@ -630,10 +667,12 @@ def parse_filter(filter_string: str | None) -> TraceFilter:
         InvalidFilterError: The filter is not valid MLflow trace-search grammar; the message names
             the offending token and what is allowed there.
     """
-    if filter_string is None or not filter_string.strip():
+    if filter_string is None:
         return TraceFilter(())
     if not isinstance(filter_string, str):
         raise InvalidFilterError(f"filter_string must be a str, got {type(filter_string).__name__}.")
+    if not filter_string.strip():
+        return TraceFilter(())
     return _parse_filter_cached(filter_string)
 
 
