@@ -192,9 +192,9 @@ def render_trace(trace: Trace) -> str:
 def _render_span(span: Span, children: dict[str | None, list[Span]], prefix: str, last: bool,
                  lines: list[str], is_root: bool = False) -> None:
     branch = "" if is_root else ("└─ " if last else "├─ ")
-    duration = None
+    duration: float | None = None
     if span.end_time_ns is not None:
-        duration = (span.end_time_ns - span.start_time_ns) // 1_000_000
+        duration = (span.end_time_ns - span.start_time_ns) / 1_000_000
     status = span.status.status_code.value
     mark = "✗" if status == "ERROR" else "✓"
     lines.append(f"{prefix}{branch}{mark} {span.name} [{span.span_type or 'UNKNOWN'}] {_ms(duration)}")
@@ -217,10 +217,12 @@ def _preview(value: Any) -> str:
     return text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 1] + "…"
 
 
-def _ms(value: int | None) -> str:
+def _ms(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value} ms" if value < 10_000 else f"{value / 1000:.1f} s"
+    if value < 1:
+        return f"{value:.2f} ms"
+    return f"{value:.0f} ms" if value < 10_000 else f"{value / 1000:.1f} s"
 
 
 def _tokens(usage: dict[str, int] | None) -> str:
