@@ -34,7 +34,21 @@ from flowtel.entities import (
     TraceLocation,
     TraceState,
 )
+from flowtel.integrations import autolog
+from flowtel.tracing._assessments import (
+    delete_assessment,
+    get_assessment,
+    log_assessment,
+    log_expectation,
+    log_feedback,
+    override_feedback,
+    update_assessment,
+)
 from flowtel.tracing._config import ConfigError
+from flowtel.tracing._distributed import (
+    get_tracing_context_headers_for_http_request,
+    set_tracing_context_from_http_request_headers,
+)
 from flowtel.tracing._exceptions import FlowtelException, TraceNotFoundError
 from flowtel.tracing._fluent import (
     add_trace,
@@ -53,7 +67,24 @@ from flowtel.tracing._fluent import (
     trace,
     update_current_trace,
 )
+from flowtel.tracing._experiments import Experiment, set_experiment
+from flowtel.tracing._sessions import Session, search_sessions
 from flowtel.tracing._tracking import get_tracking_uri, is_tracking_uri_set, set_tracking_uri
+
+# ``flowtel.openai`` etc. import on first attribute access, so ``import flowtel`` imports no SDK.
+_LAZY_INTEGRATIONS = frozenset({"anthropic", "langchain", "openai"})
+
+
+def __getattr__(name: str) -> object:
+    """``flowtel.openai`` / ``.anthropic`` / ``.langchain``: the integration module, imported on first use."""
+    if name in _LAZY_INTEGRATIONS:
+        import importlib
+
+        module = importlib.import_module(f"flowtel.integrations.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'flowtel' has no attribute {name!r}")
+
 
 __all__ = [
     "Assessment",
@@ -63,10 +94,12 @@ __all__ = [
     "ConfigError",
     "Document",
     "Expectation",
+    "Experiment",
     "Feedback",
     "FlowtelException",
     "LiveSpan",
     "NoOpSpan",
+    "Session",
     "Span",
     "SpanEvent",
     "SpanStatus",
@@ -80,23 +113,38 @@ __all__ = [
     "TraceState",
     "__version__",
     "add_trace",
+    "anthropic",
+    "autolog",
+    "delete_assessment",
     "delete_trace_tag",
     "flush",
     "flush_trace_async_logging",
     "get_active_trace_id",
+    "get_assessment",
     "get_current_active_span",
     "get_delivery_stats",
     "get_last_active_trace_id",
     "get_trace",
+    "get_tracing_context_headers_for_http_request",
     "get_tracking_uri",
     "is_tracking_uri_set",
+    "langchain",
+    "log_assessment",
+    "log_expectation",
+    "log_feedback",
     "log_trace",
+    "openai",
+    "override_feedback",
+    "search_sessions",
     "search_traces",
+    "set_experiment",
     "set_trace_tag",
+    "set_tracing_context_from_http_request_headers",
     "set_tracking_uri",
     "start_span",
     "start_span_no_context",
     "trace",
     "tracing",
+    "update_assessment",
     "update_current_trace",
 ]

@@ -10,6 +10,8 @@ import pytest
 
 # Never write the default store into the repository during tests.
 os.environ.setdefault("FLOWTEL_STORE_PATH", os.path.join(tempfile.mkdtemp(prefix="flowtel-tests-"), "traces.db"))
+# Nor the delivery spool into the user's cache directory.
+os.environ.setdefault("FLOWTEL_SPOOL_DIR", tempfile.mkdtemp(prefix="flowtel-tests-spool-"))
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 for _var in [v for v in os.environ if v.startswith("OTEL_EXPORTER_OTLP")]:

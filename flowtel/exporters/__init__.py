@@ -6,12 +6,17 @@ from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
 from flowtel.exporters._console import ConsoleExporter
 from flowtel.exporters._local import LocalStoreExporter
 from flowtel.exporters._memory import InMemoryExporter
+from flowtel.exporters._otel_bridge import ApplicationSpanCapture, MlflowSpanExporter
+from flowtel.exporters._otlp import OtlpExporter
 
 __all__ = [
+    "ApplicationSpanCapture",
     "ConsoleExporter",
     "ExportFailure",
     "ExportResult",
     "InMemoryExporter",
     "LocalStoreExporter",
+    "MlflowSpanExporter",
+    "OtlpExporter",
     "TraceExporter",
 ]

@@ -50,6 +50,11 @@ class TraceExporter(abc.ABC):
     """
 
     name: str = "exporter"
+    destination_key: str | None = None
+    """Stable identity of where traces go, e.g. ``"mlflow:https://host:5000"``; never contains
+    credentials. When set, the delivery pipeline keeps traces this destination cannot take yet
+    in a durable spool on disk, keyed by this identity, and any process configured with the same
+    destination replays them. ``None`` (in-memory, local store, console): no spool."""
 
     @abc.abstractmethod
     def export(self, traces: Sequence[Trace]) -> ExportResult:
@@ -57,6 +62,15 @@ class TraceExporter(abc.ABC):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
+
+    def after_fork_in_child(self) -> None:
+        """Called in a forked child, on its delivery worker, before the child's first export.
+
+        Drop connections, sessions, channels and thread pools inherited from the parent: the
+        parent keeps using them, and two processes writing to one socket corrupt each other's
+        requests. Build them anew on the next export. Default: nothing to drop.
+        """
+        return None
 
     def shutdown(self) -> None:
         return None

@@ -49,6 +49,15 @@ def _ratio(raw: str) -> float:
     return value
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return raw.lower()
+
+    return parse
+
+
 def _positive_float(raw: str) -> float:
     value = float(raw)
     if value <= 0:
@@ -69,8 +78,140 @@ MLFLOW_TRACKING_URI = EnvVar(
 )
 MLFLOW_EXPERIMENT_NAME = EnvVar("MLFLOW_EXPERIMENT_NAME", "", str, "Experiment for new traces, by name.")
 MLFLOW_EXPERIMENT_ID = EnvVar("MLFLOW_EXPERIMENT_ID", "", str, "Experiment for new traces, by id.")
+MLFLOW_TRACKING_TOKEN = EnvVar(
+    "MLFLOW_TRACKING_TOKEN", "", str, "Bearer token sent to the MLflow server (never logged)."
+)
+MLFLOW_TRACKING_USERNAME = EnvVar("MLFLOW_TRACKING_USERNAME", "", str, "Basic auth user for the MLflow server.")
+MLFLOW_TRACKING_PASSWORD = EnvVar(
+    "MLFLOW_TRACKING_PASSWORD", "", str, "Basic auth password for the MLflow server (never logged)."
+)
+MLFLOW_TRACKING_INSECURE_TLS = EnvVar(
+    "MLFLOW_TRACKING_INSECURE_TLS", False, _bool, "true skips TLS certificate verification (unsafe)."
+)
+MLFLOW_TRACKING_SERVER_CERT_PATH = EnvVar(
+    "MLFLOW_TRACKING_SERVER_CERT_PATH", "", str, "CA bundle used to verify the MLflow server's certificate."
+)
+MLFLOW_TRACKING_CLIENT_CERT_PATH = EnvVar(
+    "MLFLOW_TRACKING_CLIENT_CERT_PATH", "", str, "Client certificate (PEM with key) for mutual TLS."
+)
+MLFLOW_HTTP_REQUEST_TIMEOUT = EnvVar(
+    "MLFLOW_HTTP_REQUEST_TIMEOUT", 120.0, _positive_float, "Seconds per HTTP request to the MLflow server."
+)
+FLOWTEL_MLFLOW_EXPORT_CONNECTIONS = EnvVar(
+    "FLOWTEL_MLFLOW_EXPORT_CONNECTIONS", 4, _positive_int,
+    "Concurrent connections the exporter uses per batch to write trace info to an MLflow server.",
+)
+FLOWTEL_MLFLOW_EXPORT_ORDER = EnvVar(
+    "FLOWTEL_MLFLOW_EXPORT_ORDER", "spans_first", _one_of("spans_first", "info_first"),
+    "spans_first: trace info last, exact; info_first: about 2x cheaper for a SQL-backed server, "
+    "but it may re-derive a trace's duration from its spans (rounding, spans outliving the root).",
+)
 MLFLOW_TRACE_SAMPLING_RATIO = EnvVar(
     "MLFLOW_TRACE_SAMPLING_RATIO", 1.0, _ratio, "Fraction of traces recorded, 0.0 to 1.0."
+)
+MLFLOW_TRACE_TIMEOUT_SECONDS = EnvVar(
+    "MLFLOW_TRACE_TIMEOUT_SECONDS", 0.0, _positive_float,
+    "MLflow's name for FLOWTEL_TRACE_TIMEOUT_SECONDS; used when only this one is set.",
+)
+OTEL_EXPORTER_OTLP_ENDPOINT = EnvVar(
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "", str, "OTLP collector base URL; /v1/traces is appended for HTTP."
+)
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = EnvVar(
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", str, "OTLP traces endpoint, used exactly as given."
+)
+# The rest of the OTLP exporter settings (OTel spec "OTLP Exporter Configuration"): each has a
+# general and a traces-specific name; the traces-specific one wins. Parsed in exporters/_otlp.py.
+OTEL_EXPORTER_OTLP_PROTOCOL = EnvVar(
+    "OTEL_EXPORTER_OTLP_PROTOCOL", "", str, "OTLP transport: http/protobuf (default) or grpc."
+)
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = EnvVar(
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "", str, "OTLP transport for traces: http/protobuf or grpc."
+)
+OTEL_EXPORTER_OTLP_HEADERS = EnvVar(
+    "OTEL_EXPORTER_OTLP_HEADERS", "", str, "OTLP request headers, 'k1=v1,k2=v2' (values URL-encoded)."
+)
+OTEL_EXPORTER_OTLP_TRACES_HEADERS = EnvVar(
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "", str, "OTLP request headers for traces; replaces the general ones."
+)
+OTEL_EXPORTER_OTLP_TIMEOUT = EnvVar(
+    "OTEL_EXPORTER_OTLP_TIMEOUT", "", str, "OTLP request timeout in milliseconds (spec unit), default 10000."
+)
+OTEL_EXPORTER_OTLP_TRACES_TIMEOUT = EnvVar(
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "", str, "OTLP request timeout for traces, in milliseconds."
+)
+OTEL_EXPORTER_OTLP_COMPRESSION = EnvVar(
+    "OTEL_EXPORTER_OTLP_COMPRESSION", "", str, "OTLP compression: none (default), gzip or deflate."
+)
+OTEL_EXPORTER_OTLP_TRACES_COMPRESSION = EnvVar(
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "", str, "OTLP compression for traces: none, gzip or deflate."
+)
+OTEL_EXPORTER_OTLP_CERTIFICATE = EnvVar(
+    "OTEL_EXPORTER_OTLP_CERTIFICATE", "", str, "CA bundle (PEM) that verifies the collector's certificate."
+)
+OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE = EnvVar(
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "", str, "CA bundle (PEM) for the traces endpoint."
+)
+OTEL_EXPORTER_OTLP_CLIENT_KEY = EnvVar(
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY", "", str, "Client private key (PEM) for mutual TLS with the collector."
+)
+OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY = EnvVar(
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "", str, "Client private key (PEM) for the traces endpoint."
+)
+OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE = EnvVar(
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "", str, "Client certificate (PEM) for mutual TLS with the collector."
+)
+OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE = EnvVar(
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "", str, "Client certificate (PEM) for the traces endpoint."
+)
+OTEL_EXPORTER_OTLP_INSECURE = EnvVar(
+    "OTEL_EXPORTER_OTLP_INSECURE", "", str,
+    "gRPC only, for an endpoint without http(s) scheme: true disables TLS (default false).",
+)
+OTEL_EXPORTER_OTLP_TRACES_INSECURE = EnvVar(
+    "OTEL_EXPORTER_OTLP_TRACES_INSECURE", "", str, "Like OTEL_EXPORTER_OTLP_INSECURE, for the traces endpoint."
+)
+OTEL_SERVICE_NAME = EnvVar(
+    "OTEL_SERVICE_NAME", "", str, "service.name of the OTLP resource; wins over OTEL_RESOURCE_ATTRIBUTES."
+)
+OTEL_RESOURCE_ATTRIBUTES = EnvVar(
+    "OTEL_RESOURCE_ATTRIBUTES", "", str, "Extra OTLP resource attributes, 'k1=v1,k2=v2'."
+)
+FLOWTEL_OTLP_CONVENTIONS = EnvVar(
+    "FLOWTEL_OTLP_CONVENTIONS", "mlflow", str,
+    "Attribute conventions of OTLP export: mlflow, genai (OTel GenAI semantic conventions) or both.",
+)
+
+
+def _optional_bool(raw: str) -> bool | None:
+    return None if raw.lower() == "auto" else _bool(raw)
+
+
+FLOWTEL_OTLP_EXPORT = EnvVar(
+    "FLOWTEL_OTLP_EXPORT", None, _optional_bool,
+    "Also export to the OTLP endpoint of OTEL_EXPORTER_OTLP_*: true, false, or auto (when one is set).",
+)
+FLOWTEL_CAPTURE_CONTENT = EnvVar(
+    "FLOWTEL_CAPTURE_CONTENT", True, _bool,
+    "false records no inputs, outputs, messages or event payloads (structure, timing, tokens stay).",
+)
+FLOWTEL_REDACT = EnvVar(
+    "FLOWTEL_REDACT", True, _bool, "Replace values under credential-like keys (api_key, token, ...) by a marker."
+)
+FLOWTEL_CAPTURE_BINARY = EnvVar(
+    "FLOWTEL_CAPTURE_BINARY", False, _bool, "Keep bytes and base64 media inline instead of a size marker."
+)
+FLOWTEL_MAX_ATTRIBUTE_BYTES = EnvVar(
+    "FLOWTEL_MAX_ATTRIBUTE_BYTES", 1_000_000, _positive_int,
+    "Largest recorded value (UTF-8 JSON bytes); larger ones are truncated, structure kept and marked.",
+)
+FLOWTEL_MAX_DEPTH = EnvVar("FLOWTEL_MAX_DEPTH", 32, _positive_int, "Deepest nesting recorded; deeper is marked.")
+FLOWTEL_MAX_ITEMS = EnvVar("FLOWTEL_MAX_ITEMS", 10_000, _positive_int, "Items recorded per list or dict.")
+FLOWTEL_MAX_STRING_CHARS = EnvVar(
+    "FLOWTEL_MAX_STRING_CHARS", 100_000, _positive_int, "Characters recorded per string."
+)
+FLOWTEL_SAMPLING_KEEP_ERRORS = EnvVar(
+    "FLOWTEL_SAMPLING_KEEP_ERRORS", False, _bool,
+    "With a sampling ratio below 1, still keep every trace that ends in ERROR.",
 )
 FLOWTEL_STORE_PATH = EnvVar(
     "FLOWTEL_STORE_PATH", "flowtel-traces.db", str,
@@ -94,4 +235,35 @@ FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS = EnvVar(
 FLOWTEL_MAX_OPEN_TRACES = EnvVar(
     "FLOWTEL_MAX_OPEN_TRACES", 100_000, _positive_int,
     "Traces in progress held in memory at most; new traces past it are dropped and counted.",
+)
+
+# -- delivery (issue 5). No standard names exist for these: OTEL_BSP_* count spans of the
+# user's own OTel pipeline, not flowtel's traces, so reusing them would change two things at once.
+FLOWTEL_MAX_QUEUED_BYTES = EnvVar(
+    "FLOWTEL_MAX_QUEUED_BYTES", 64 * 1024 * 1024, _positive_int,
+    "Estimated bytes of finished traces held in memory per destination; past half of it traces spill to the spool.",
+)
+FLOWTEL_EXPORT_MAX_ATTEMPTS = EnvVar(
+    "FLOWTEL_EXPORT_MAX_ATTEMPTS", 5, _positive_int,
+    "Export attempts per batch on retryable failures before it is spooled (or dropped without a spool).",
+)
+FLOWTEL_EXPORT_RETRY_INITIAL_SECONDS = EnvVar(
+    "FLOWTEL_EXPORT_RETRY_INITIAL_SECONDS", 0.5, _positive_float,
+    "First retry backoff; doubles per attempt, with jitter, up to FLOWTEL_EXPORT_RETRY_MAX_SECONDS.",
+)
+FLOWTEL_EXPORT_RETRY_MAX_SECONDS = EnvVar(
+    "FLOWTEL_EXPORT_RETRY_MAX_SECONDS", 30.0, _positive_float,
+    "Longest backoff between attempts, also between probes of an unreachable destination.",
+)
+FLOWTEL_SPOOL_ENABLED = EnvVar(
+    "FLOWTEL_SPOOL_ENABLED", True, _bool,
+    "Keep traces on local disk while a remote destination is unreachable or memory is full.",
+)
+FLOWTEL_SPOOL_DIR = EnvVar(
+    "FLOWTEL_SPOOL_DIR", "", str,
+    "Spool root; default is the user's private cache dir ($XDG_CACHE_HOME or ~/.cache)/flowtel/spool.",
+)
+FLOWTEL_SPOOL_MAX_BYTES = EnvVar(
+    "FLOWTEL_SPOOL_MAX_BYTES", 512 * 1024 * 1024, _positive_int,
+    "Disk used by the spool per destination at most; the oldest batches are dropped (counted) past it.",
 )

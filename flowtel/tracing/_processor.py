@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from flowtel.entities import LiveSpan
 
 
+_MAX_EXPIRED_IDS = 10_000
+
+
 class TraceRecord:
     """Everything known about one trace while it is in progress in this process."""
 
@@ -80,6 +83,10 @@ class TraceAssembler(SpanProcessor):
         self._thread_local = threading.local()
         self.last_trace_id: str | None = None
         self.dropped_open_traces = 0
+        # Ids of traces closed by the trace timeout: spans starting in them later are dropped
+        # (counted), not delivered as a second, headless trace with the same id.
+        self._expired: dict[int, None] = {}
+        self.late_spans = 0
 
     # -- SpanProcessor ----------------------------------------------------------------------
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
@@ -137,10 +144,22 @@ class TraceAssembler(SpanProcessor):
     def expire(self, older_than: float) -> list[TraceRecord]:
         """Remove and return traces started before ``older_than`` (monotonic seconds)."""
         with self._lock:
-            stale = [r for r in self._traces.values() if r.start_monotonic < older_than]
+            stale = []
+            for record in self._traces.values():  # insertion order is start order
+                if record.start_monotonic >= older_than:
+                    break
+                stale.append(record)
             for record in stale:
                 del self._traces[record.otel_trace_id]
+                self._expired[record.otel_trace_id] = None
+            while len(self._expired) > _MAX_EXPIRED_IDS:
+                del self._expired[next(iter(self._expired))]
         return stale
+
+    def after_fork_in_child(self) -> None:
+        """Traces open at fork time belong to the parent, which finishes and sends them."""
+        self._lock = threading.Lock()
+        self._traces = {}
 
     def _new_record(self, tid: int, span: SdkSpan) -> TraceRecord | None:
         record = TraceRecord(tid, span, self._monotonic())
@@ -148,6 +167,9 @@ class TraceAssembler(SpanProcessor):
             existing = self._traces.get(tid)
             if existing is not None:
                 return existing
+            if tid in self._expired:
+                self.late_spans += 1
+                return None
             if len(self._traces) >= self._max_open:
                 self.dropped_open_traces += 1
                 return None

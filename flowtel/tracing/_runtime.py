@@ -9,7 +9,9 @@ from __future__ import annotations
 import atexit
 import importlib
 import logging
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -18,11 +20,12 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
 from flowtel._version import __version__
 from flowtel.entities import Trace
-from flowtel.tracing import _clock, _config, _scope
+from flowtel.tracing import _clock, _config, _experiments, _scope
 from flowtel.tracing._errors import report_internal_error
 from flowtel.tracing._finalize import finalize
 from flowtel.tracing._processor import TraceAssembler, TraceRecord
-from flowtel.tracing._sampling import make_sampler
+from flowtel.tracing._sampling import make_sampler, trace_id_sampled
+from flowtel.tracing._timeouts import TraceTimeouts, resolve_timeout
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -37,6 +40,7 @@ _logger = logging.getLogger("flowtel")
 DESTINATION_FACTORIES = {
     "local": "flowtel.exporters._local:create_local_destination",
     "mlflow": "flowtel.exporters._mlflow:create_mlflow_destination",
+    "otlp": "flowtel.exporters._otlp:create_otlp_destination",
 }
 
 
@@ -91,6 +95,9 @@ class Runtime:
     destinations: list[Destination] = field(default_factory=list)
     pending: dict[str, PendingTrace] = field(default_factory=dict)
     experiment_id_resolver: Callable[[], str] = lambda: "0"
+    timeouts: TraceTimeouts | None = None
+    root_sampler: Any = None
+    sampled_out: int = 0
     _env_metadata: dict[str, str] | None = None
 
     def experiment_id(self) -> str:
@@ -108,6 +115,9 @@ class Runtime:
         return next((d.store for d in self.destinations if d.store is not None), None)
 
     def hand_off(self, record: TraceRecord) -> None:
+        if self.root_sampler is not None and self.root_sampler.keep_errors and not _keep(record, self.root_sampler):
+            self.sampled_out += 1
+            return
         pipelines = [d.pipeline for d in self.destinations if d.pipeline is not None]
         pending = PendingTrace(record, self, refs=max(len(pipelines), 1))
         self.pending[record.trace_id] = pending
@@ -117,18 +127,30 @@ class Runtime:
         for pipeline in pipelines:
             pipeline.submit(pending)
 
+    def on_root_start(self, record: TraceRecord) -> None:
+        _apply_scope(record)
+        _experiments.on_root_start(record)
+        if self.timeouts is not None:
+            self.timeouts.on_root_start(record)
+
     def flush(self, timeout: float | None = None) -> bool:
+        # One deadline for all: pipelines work in parallel, so waiting on them in turn is fine.
+        deadline = None if timeout is None else time.monotonic() + timeout
         ok = True
         for dest in self.destinations:
             if dest.pipeline is not None:
-                ok = dest.pipeline.flush(timeout) and ok
+                ok = dest.pipeline.flush(_remaining(deadline)) and ok
         return ok
 
     def shutdown(self, timeout: float | None = None) -> bool:
+        """Drain within ``timeout`` overall; each pipeline spools or drops (and reports) the rest."""
+        if self.timeouts is not None:
+            self.timeouts.stop()
+        deadline = None if timeout is None else time.monotonic() + timeout
         ok = True
         for dest in self.destinations:
             if dest.pipeline is not None:
-                ok = dest.pipeline.shutdown(timeout) and ok
+                ok = dest.pipeline.shutdown(_remaining(deadline)) and ok
             if dest.store is not None:
                 try:
                     dest.store.close()
@@ -187,19 +209,25 @@ def _install(runtime: Runtime) -> None:
 
 def _build_runtime() -> Runtime:
     ratio = _config.MLFLOW_TRACE_SAMPLING_RATIO.get()
+    sampler, root_sampler = make_sampler(ratio, keep_errors=_config.FLOWTEL_SAMPLING_KEEP_ERRORS.get())
     max_open = _config.FLOWTEL_MAX_OPEN_TRACES.get()
     destinations = _destination_override if _destination_override is not None else default_destinations()
     resource = Resource.create({"telemetry.sdk.name": "flowtel", "telemetry.sdk.version": __version__})
     provider = TracerProvider(
         resource=resource,
-        sampler=make_sampler(ratio),
+        sampler=sampler,
         id_generator=_id_generator,
-        span_limits=SpanLimits(max_events=10_000, max_attributes=1_000, max_links=1_000),
+        # Attribute values are JSON documents: OTel must never cut them (flowtel's own capture
+        # limits truncate them structure-aware), so the value length limit is explicitly unset.
+        span_limits=SpanLimits(
+            max_events=10_000, max_attributes=1_000, max_links=1_000,
+            max_attribute_length=SpanLimits.UNSET, max_span_attribute_length=SpanLimits.UNSET,
+        ),
     )
     holder: dict[str, Runtime] = {}
     assembler = TraceAssembler(
         lambda record: holder["rt"].hand_off(record),
-        on_root_start=_apply_scope,
+        on_root_start=lambda record: holder["rt"].on_root_start(record),
         max_open_traces=max_open,
         monotonic=lambda: _clock.monotonic(),
     )
@@ -209,9 +237,24 @@ def _build_runtime() -> Runtime:
         tracer=provider.get_tracer("flowtel", __version__),
         assembler=assembler,
         destinations=_with_pipelines(destinations),
+        experiment_id_resolver=_experiments.resolve_default_experiment_id,
+        root_sampler=root_sampler,
+    )
+    runtime.timeouts = TraceTimeouts(
+        assembler, runtime.hand_off, timeout=resolve_timeout(),
+        monotonic=lambda: _clock.monotonic(), now_ns=lambda: _clock.now_ns(),
     )
     holder["rt"] = runtime
     return runtime
+
+
+def _keep(record: TraceRecord, root_sampler: Any) -> bool:
+    """Keep-errors sampling, decided when the trace ends: ERROR traces always stay."""
+    ratio = root_sampler.ratios.pop(record.otel_trace_id, None)
+    if ratio is None or trace_id_sampled(record.otel_trace_id, ratio) or record.state == "ERROR":
+        return True
+    root = record.finished.get(record.root_span_id)
+    return root is not None and root.status.status_code.name == "ERROR"
 
 
 def _apply_scope(record: TraceRecord) -> None:
@@ -224,13 +267,12 @@ def _apply_scope(record: TraceRecord) -> None:
 
 
 def _with_pipelines(destinations: list[Destination]) -> list[Destination]:
-    from flowtel.exporters._pipeline import DeliveryPipeline
+    from flowtel.exporters._pipeline import DeliveryOptions, DeliveryPipeline
 
-    max_queued = _config.FLOWTEL_MAX_QUEUED_TRACES.get()
-    batch = _config.FLOWTEL_EXPORT_BATCH_SIZE.get()
+    options = DeliveryOptions.from_env()
     for dest in destinations:
         if dest.pipeline is None:
-            dest.pipeline = DeliveryPipeline(dest.exporter, max_queued=max_queued, batch_size=batch)
+            dest.pipeline = DeliveryPipeline(dest.exporter, options)
     return destinations
 
 
@@ -240,8 +282,25 @@ def default_destinations() -> list[Destination]:
 
     uri = resolve_tracking_uri()
     if uri is None:
-        return [create_destination("local", path=_config.FLOWTEL_STORE_PATH.get())]
-    return [create_destination("mlflow", tracking_uri=uri)]
+        destinations = [create_destination("local", path=_config.FLOWTEL_STORE_PATH.get())]
+    else:
+        destinations = [create_destination("mlflow", tracking_uri=uri)]
+    if otlp_export_enabled():
+        destinations.append(create_destination("otlp"))
+    return destinations
+
+
+def otlp_export_enabled() -> bool:
+    """OTLP export is on when an OTLP endpoint is configured, unless FLOWTEL_OTLP_EXPORT=false."""
+    setting = _config.FLOWTEL_OTLP_EXPORT.get()
+    if setting is not None:
+        return setting
+    return _config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.is_set() or _config.OTEL_EXPORTER_OTLP_ENDPOINT.is_set()
+
+
+def destination_for(exporter: TraceExporter) -> Destination:
+    """Wrap a user-supplied exporter; its read side (``exporter.store``) is used if it has one."""
+    return Destination(exporter=exporter, store=getattr(exporter, "store", None))
 
 
 def create_destination(kind: str, **options: Any) -> Destination:
@@ -255,17 +314,25 @@ def _drain_at_exit() -> None:
     runtime = _runtime
     if runtime is None:
         return
-    timeout = _config.FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS.get()
     try:
-        if not runtime.flush(timeout):
-            lost = sum(s.queued + s.in_flight for s in runtime.delivery_stats())
-            _logger.warning(
-                "flowtel: %d trace(s) were not delivered within %.0fs at exit "
-                "(FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS).", lost, timeout,
-            )
-        runtime.shutdown(timeout=0.5)
+        # Each pipeline warns about what it could not send, and spools it if it has a spool.
+        runtime.shutdown(timeout=_config.FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS.get())
     except Exception as exc:  # noqa: BLE001 - never raise during interpreter exit
         report_internal_error("exit drain", exc)
 
 
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _after_fork_in_child() -> None:
+    # Open and pending traces belong to the parent, which finishes and delivers them.
+    runtime = _runtime
+    if runtime is not None:
+        runtime.pending.clear()
+        runtime.assembler.after_fork_in_child()
+
+
 atexit.register(_drain_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

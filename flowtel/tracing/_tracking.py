@@ -13,10 +13,20 @@ def set_tracking_uri(uri: str | None) -> None:
     embedded local store. Raises ConfigError for a URI flowtel cannot serve."""
     global _uri_override
     validated = validate_tracking_uri(uri or "")
+    changed = (validated or "") != (_current_or_none() or "")
     _uri_override = validated or ""
-    from flowtel.tracing import _runtime
+    from flowtel.tracing import _experiments, _runtime
 
+    if changed:
+        _experiments.on_tracking_uri_change()
     _runtime.reset()
+
+
+def _current_or_none() -> str | None:
+    try:
+        return resolve_tracking_uri()
+    except ConfigError:
+        return None
 
 
 def get_tracking_uri() -> str:

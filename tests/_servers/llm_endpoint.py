@@ -204,6 +204,7 @@ class _SseReply:
     events: list[bytes]
     headers: list[tuple[str, str]]
     disconnect_after: int | None = None
+    hold_after: int | None = None
 
 
 _Reply = Union[_JsonReply, _SseReply]
@@ -1354,6 +1355,9 @@ class _Handler(BaseHTTPRequestHandler):
     """Per-connection handler; all state lives on the owning :class:`ScriptedLLMServer`."""
 
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: without it a response's header and body writes meet the client's delayed ACK
+    # and every request takes ~40 ms on loopback.
+    disable_nagle_algorithm = True
     server: _HTTPServer
     server_version = "flowtel-scripted-llm/1"
     sys_version = ""
@@ -1475,7 +1479,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
             self._common_headers(request_id, reply.headers)
             self.end_headers()
-            for event in reply.events:
+            for index, event in enumerate(reply.events):
+                if index == reply.hold_after:
+                    self.wfile.flush()
+                    self.server.owner._release_held.wait(self.server.owner.request_timeout)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
             if reply.disconnect_after is not None:
                 # Drop the connection mid-body: no terminating zero-length chunk.
@@ -1619,6 +1626,7 @@ class ScriptedLLMServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._release_held = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -1635,12 +1643,17 @@ class ScriptedLLMServer:
         thread.start()
         return self
 
+    def release_held_streams(self) -> None:
+        """Let streams enqueued with ``hold_after`` send the rest of their events (from now on, none is held)."""
+        self._release_held.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving, close open connections and join threads (each wait bounded by ``timeout``)."""
         httpd, thread = self._httpd, self._thread
         if httpd is None:
             return
         self._stopping = True
+        self._release_held.set()
         httpd.shutdown()
         httpd.close_connections(timeout)
         httpd.server_close()
@@ -1903,6 +1916,7 @@ class ScriptedLLMServer:
         error_after: int | None = None,
         error_mode: StreamErrorMode = "disconnect",
         headers: Mapping[str, str] | None = None,
+        hold_after: int | None = None,
     ) -> None:
         """Queue one streamed chat completion; the request must have ``stream: true``.
 
@@ -1921,6 +1935,9 @@ class ScriptedLLMServer:
             error_after: break the stream after this many SSE events (``[DONE]`` counts as one).
             error_mode: ``"disconnect"`` (drop the connection: SDK raises ``APIConnectionError``) or
                 ``"event"`` (send ``data: {"error": {...}}``: SDK raises ``APIError``).
+            hold_after: send this many SSE events, then hold the stream open (the client blocks
+                reading) until :meth:`release_held_streams` or :meth:`stop` -- e.g. to cancel a
+                reader deterministically while it waits for the next chunk.
         """
         _check_error_after(error_after, error_mode)
         spec = _ChatSpec(
@@ -1929,12 +1946,14 @@ class ScriptedLLMServer:
             service_tier=service_tier, extra_fields=extra_fields, headers=headers, error_after=error_after,
             error_mode=error_mode,
         )
-        self._enqueue(
-            lambda ctx: _render_chat_stream(spec, ctx),
-            route=OPENAI_CHAT_COMPLETIONS,
-            stream=True,
-            label="openai_chat_stream",
-        )
+
+        def render(ctx: _Context) -> _Reply:
+            reply = _render_chat_stream(spec, ctx)
+            if isinstance(reply, _SseReply):
+                reply.hold_after = hold_after
+            return reply
+
+        self._enqueue(render, route=OPENAI_CHAT_COMPLETIONS, stream=True, label="openai_chat_stream")
 
     def enqueue_openai_completion(
         self,

@@ -1,0 +1,517 @@
+"""MLflow span attributes -> OpenTelemetry GenAI semantic conventions (``gen_ai.*``).
+
+Used by OTLP export when ``conventions`` is ``"genai"`` or ``"both"``. :func:`genai_view` reads
+the MLflow attributes of one span and says which ``gen_ai.*`` attributes describe it, which
+MLflow attributes they replace, and the semconv span name and kind.
+
+Content (messages, tool arguments and results, tool definitions) is produced only when asked
+(``content=True``, the ``genai`` conventions): with ``both``, the content already travels in
+``mlflow.spanInputs`` / ``mlflow.spanOutputs`` / ``mlflow.chat.tools`` and is not sent twice.
+
+Messages follow the semconv "parts" model (``gen_ai.input.messages``, ``gen_ai.output.messages``,
+``gen_ai.system_instructions``), serialised as JSON strings because OTel Python's span attributes
+cannot hold structured values yet. Recognised formats: OpenAI Chat Completions and Responses,
+Anthropic Messages, and anything shaped like OpenAI chat messages. A span whose content is not
+recognised keeps its MLflow inputs/outputs, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowtel.entities._constants import SpanAttributeKey
+
+__all__ = ["GenAiView", "genai_view"]
+
+OPERATION_NAME = "gen_ai.operation.name"
+PROVIDER_NAME = "gen_ai.provider.name"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+RESPONSE_ID = "gen_ai.response.id"
+RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+INPUT_MESSAGES = "gen_ai.input.messages"
+OUTPUT_MESSAGES = "gen_ai.output.messages"
+SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
+TOOL_DEFINITIONS = "gen_ai.tool.definitions"
+TOOL_NAME = "gen_ai.tool.name"
+TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
+TOOL_CALL_RESULT = "gen_ai.tool.call.result"
+AGENT_NAME = "gen_ai.agent.name"
+CONVERSATION_ID = "gen_ai.conversation.id"
+
+_USAGE_KEYS = {
+    "input_tokens": USAGE_INPUT_TOKENS,
+    "output_tokens": USAGE_OUTPUT_TOKENS,
+    "cache_read_input_tokens": "gen_ai.usage.cache_read.input_tokens",
+    "cache_creation_input_tokens": "gen_ai.usage.cache_write.input_tokens",
+    "reasoning_tokens": "gen_ai.usage.reasoning.output_tokens",
+}
+_REQUEST_PARAMS = {
+    "temperature": ("gen_ai.request.temperature", float),
+    "top_p": ("gen_ai.request.top_p", float),
+    "top_k": ("gen_ai.request.top_k", int),
+    "max_tokens": ("gen_ai.request.max_tokens", int),
+    "max_completion_tokens": ("gen_ai.request.max_tokens", int),
+    "max_output_tokens": ("gen_ai.request.max_tokens", int),
+    "frequency_penalty": ("gen_ai.request.frequency_penalty", float),
+    "presence_penalty": ("gen_ai.request.presence_penalty", float),
+    "seed": ("gen_ai.request.seed", int),
+}
+# flowtel / MLflow provider names -> semconv gen_ai.provider.name values.
+_PROVIDERS = {
+    "azure": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
+    "bedrock": "aws.bedrock",
+    "gemini": "gcp.gemini",
+    "google": "gcp.gemini",
+    "vertex_ai": "gcp.vertex_ai",
+    "vertexai": "gcp.vertex_ai",
+    "mistral": "mistral_ai",
+    "mistralai": "mistral_ai",
+    "xai": "x_ai",
+    "watsonx": "ibm.watsonx.ai",
+}
+_GENAI_REQUEST_KWARGS = (
+    "model", "temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "max_output_tokens",
+    "frequency_penalty", "presence_penalty", "seed", "stop", "stop_sequences", "n", "stream", "tools",
+    "messages", "input", "system", "instructions",
+)
+_INFERENCE_OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "generate_content"})
+_TYPE_OPERATIONS = {
+    "CHAT_MODEL": "chat",
+    "EMBEDDING": "embeddings",
+    "TOOL": "execute_tool",
+    "AGENT": "invoke_agent",
+    "RETRIEVER": "retrieval",
+}
+
+
+@dataclass
+class GenAiView:
+    """The GenAI description of one span.
+
+    Attributes:
+        attributes: ``gen_ai.*`` attributes (OTel attribute values).
+        replaces: MLflow attribute keys whose information the ``gen_ai.*`` ones now carry.
+        name: The semconv span name (``chat gpt-4o``), or None to keep the span's own.
+        client: True for inference operations (semconv span kind CLIENT).
+    """
+
+    attributes: dict[str, Any] = field(default_factory=dict)
+    replaces: set[str] = field(default_factory=set)
+    name: str | None = None
+    client: bool = False
+
+
+def genai_view(span_name: str, raw: Mapping[str, Any], *, content: bool) -> GenAiView:
+    """Describe a span (its MLflow JSON-string attributes ``raw``) in GenAI terms."""
+    view = GenAiView()
+    span_type = _decoded(raw, SpanAttributeKey.SPAN_TYPE)
+    inputs = _decoded(raw, SpanAttributeKey.INPUTS)
+    operation = _operation(span_type, inputs)
+    if operation is None:
+        return view
+    view.attributes[OPERATION_NAME] = operation
+    view.replaces.add(SpanAttributeKey.SPAN_TYPE)
+    if operation in _INFERENCE_OPERATIONS:
+        _describe_inference(view, raw, inputs, content=content)
+        view.client = True
+    elif operation == "execute_tool":
+        _describe_tool(view, span_name, raw, inputs, content=content)
+    elif operation == "invoke_agent":
+        view.attributes[AGENT_NAME] = span_name
+        view.name = f"invoke_agent {span_name}"
+    return view
+
+
+def _operation(span_type: Any, inputs: Any) -> str | None:
+    if span_type == "LLM":
+        return "chat" if isinstance(inputs, dict) and isinstance(inputs.get("messages"), list) else "text_completion"
+    return _TYPE_OPERATIONS.get(span_type) if isinstance(span_type, str) else None
+
+
+# -- inference ---------------------------------------------------------------------------------
+def _describe_inference(view: GenAiView, raw: Mapping[str, Any], inputs: Any, *, content: bool) -> None:
+    attrs = view.attributes
+    outputs = _decoded(raw, SpanAttributeKey.OUTPUTS)
+    llm_model = _decoded(raw, SpanAttributeKey.MODEL)
+    request_model = _first_str(_get(inputs, "model"), _decoded(raw, "model"), llm_model)
+    response_model = _first_str(_get(outputs, "model"), llm_model)
+    if request_model:
+        attrs[REQUEST_MODEL] = request_model
+    if response_model:
+        attrs[RESPONSE_MODEL] = response_model
+    if request_model or response_model:
+        view.replaces.add(SpanAttributeKey.MODEL)
+    provider = _decoded(raw, SpanAttributeKey.MODEL_PROVIDER)
+    if isinstance(provider, str) and provider:
+        attrs[PROVIDER_NAME] = _PROVIDERS.get(provider.lower(), provider.lower())
+        view.replaces.add(SpanAttributeKey.MODEL_PROVIDER)
+    usage = _decoded(raw, SpanAttributeKey.CHAT_USAGE)
+    if isinstance(usage, dict):
+        for key, attr in _USAGE_KEYS.items():
+            value = usage.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                attrs[attr] = value
+        view.replaces.add(SpanAttributeKey.CHAT_USAGE)
+    if isinstance(inputs, dict):
+        _request_params(attrs, inputs)
+    if isinstance(outputs, dict):
+        _response_attrs(attrs, outputs)
+    operation = attrs[OPERATION_NAME]
+    view.name = f"{operation} {request_model}" if request_model else operation
+    if content:
+        _inference_content(view, raw, inputs, outputs)
+
+
+def _request_params(attrs: dict[str, Any], inputs: dict[str, Any]) -> None:
+    for key, (attr, kind) in _REQUEST_PARAMS.items():
+        value = inputs.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            attrs[attr] = kind(value)
+    stop = inputs.get("stop", inputs.get("stop_sequences"))
+    if isinstance(stop, str):
+        attrs["gen_ai.request.stop_sequences"] = [stop]
+    elif isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
+        attrs["gen_ai.request.stop_sequences"] = list(stop)
+    count = inputs.get("n")
+    if isinstance(count, int) and not isinstance(count, bool) and count != 1:
+        attrs["gen_ai.request.choice.count"] = count
+    if isinstance(inputs.get("stream"), bool):
+        attrs["gen_ai.request.stream"] = inputs["stream"]
+
+
+def _response_attrs(attrs: dict[str, Any], outputs: dict[str, Any]) -> None:
+    if isinstance(outputs.get("id"), str) and outputs["id"]:
+        attrs[RESPONSE_ID] = outputs["id"]
+    reasons = _finish_reasons(outputs)
+    if reasons:
+        attrs[RESPONSE_FINISH_REASONS] = reasons
+
+
+def _finish_reasons(outputs: dict[str, Any]) -> list[str]:
+    choices = outputs.get("choices")
+    if isinstance(choices, list):
+        return [str(c["finish_reason"]) for c in choices if isinstance(c, dict) and c.get("finish_reason")]
+    for key in ("stop_reason", "status"):  # Anthropic Messages, OpenAI Responses
+        if isinstance(outputs.get(key), str) and outputs[key]:
+            return [outputs[key]]
+    return []
+
+
+def _inference_content(view: GenAiView, raw: Mapping[str, Any], inputs: Any, outputs: Any) -> None:
+    converter = _converter(_decoded(raw, SpanAttributeKey.MESSAGE_FORMAT), inputs, outputs)
+    if converter is None:
+        return
+    attrs = view.attributes
+    system, messages = converter.inputs(inputs) if isinstance(inputs, dict) else (None, None)
+    if messages is not None:
+        attrs[INPUT_MESSAGES] = _json(messages)
+        if system:
+            attrs[SYSTEM_INSTRUCTIONS] = _json(system)
+        view.replaces.add(SpanAttributeKey.INPUTS)
+        view.replaces.update(_mirrored_kwargs(raw, inputs))
+    produced = converter.outputs(outputs) if isinstance(outputs, dict) else None
+    if produced is not None:
+        attrs[OUTPUT_MESSAGES] = _json(produced)
+        view.replaces.add(SpanAttributeKey.OUTPUTS)
+    if {SpanAttributeKey.INPUTS, SpanAttributeKey.OUTPUTS} <= view.replaces:
+        # The format hint describes mlflow.spanInputs/Outputs: needed while one of them stays.
+        view.replaces.add(SpanAttributeKey.MESSAGE_FORMAT)
+    tools = _decoded(raw, SpanAttributeKey.CHAT_TOOLS)
+    if not isinstance(tools, list) or not tools:
+        tools = _get(inputs, "tools")
+    if isinstance(tools, list) and tools:
+        attrs[TOOL_DEFINITIONS] = _json([_tool_definition(t) for t in tools])
+        view.replaces.add(SpanAttributeKey.CHAT_TOOLS)
+
+
+def _mirrored_kwargs(raw: Mapping[str, Any], inputs: dict[str, Any]) -> list[str]:
+    """Request keyword arguments that MLflow-style autologging also records as attributes of
+    their own (``model``, ``temperature``, ``tools``...): ``gen_ai.*`` carries them now."""
+    return [
+        key for key in _GENAI_REQUEST_KWARGS
+        if key in raw and key in inputs and _decoded(raw, key) == inputs[key]
+    ]
+
+
+def _tool_definition(tool: Any) -> Any:
+    """OpenAI (``{"type", "function": {...}}``) and Anthropic (``input_schema``) shapes, flattened."""
+    if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
+        return {"type": tool.get("type", "function"), **tool["function"]}
+    if isinstance(tool, dict) and "input_schema" in tool:
+        rest = {k: v for k, v in tool.items() if k != "input_schema"}
+        return {"type": "function", **rest, "parameters": tool["input_schema"]}
+    return tool
+
+
+# -- tools ---------------------------------------------------------------------------------------
+def _describe_tool(view: GenAiView, span_name: str, raw: Mapping[str, Any], inputs: Any, *, content: bool) -> None:
+    function_name = _decoded(raw, SpanAttributeKey.FUNCTION_NAME)
+    name = span_name or (function_name if isinstance(function_name, str) else "")
+    view.attributes[TOOL_NAME] = name
+    view.name = f"execute_tool {name}" if name else "execute_tool"
+    if not content:
+        return
+    if SpanAttributeKey.INPUTS in raw:
+        view.attributes[TOOL_CALL_ARGUMENTS] = _json_text(raw[SpanAttributeKey.INPUTS])
+        view.replaces.add(SpanAttributeKey.INPUTS)
+    if SpanAttributeKey.OUTPUTS in raw:
+        view.attributes[TOOL_CALL_RESULT] = _json_text(raw[SpanAttributeKey.OUTPUTS])
+        view.replaces.add(SpanAttributeKey.OUTPUTS)
+
+
+# -- message converters --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Converter:
+    inputs: Callable[[dict[str, Any]], tuple[list[Any] | None, list[Any] | None]]
+    outputs: Callable[[dict[str, Any]], list[Any] | None]
+
+
+def _converter(message_format: Any, inputs: Any, outputs: Any) -> _Converter | None:
+    if message_format == "anthropic" or _looks_anthropic(outputs):
+        return _ANTHROPIC
+    if isinstance(inputs, dict) and "input" in inputs and "messages" not in inputs:
+        return _OPENAI_RESPONSES
+    if message_format == "openai" or _has_messages(inputs) or _has_choices(outputs):
+        return _OPENAI_CHAT
+    return None
+
+
+def _has_messages(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("messages"), list)
+
+
+def _has_choices(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("choices"), list)
+
+
+def _looks_anthropic(outputs: Any) -> bool:
+    return (
+        isinstance(outputs, dict)
+        and outputs.get("type") == "message"
+        and isinstance(outputs.get("content"), list)
+    )
+
+
+# OpenAI Chat Completions
+def _openai_chat_inputs(inputs: dict[str, Any]) -> tuple[list[Any] | None, list[Any] | None]:
+    messages = inputs.get("messages")
+    if not isinstance(messages, list):
+        return None, None
+    system: list[Any] = []
+    converted: list[Any] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") in ("system", "developer"):
+            system.extend(_openai_parts(message.get("content")))
+        else:
+            converted.append(_openai_message(message))
+    return system or None, converted
+
+
+def _openai_chat_outputs(outputs: dict[str, Any]) -> list[Any] | None:
+    choices = outputs.get("choices")
+    if not isinstance(choices, list):
+        return None
+    result = []
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message") or choice.get("delta") or {}
+        converted = _openai_message({"role": "assistant", **message} if isinstance(message, dict) else {})
+        converted["finish_reason"] = choice.get("finish_reason") or ""
+        result.append(converted)
+    return result
+
+
+def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
+    role = message.get("role") or "user"
+    parts = _openai_parts(message.get("content"))
+    for call in message.get("tool_calls") or ():
+        if isinstance(call, dict):
+            function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
+            parts.append({
+                "type": "tool_call", "id": call.get("id"), "name": function.get("name"),
+                "arguments": _parse_json(function.get("arguments")),
+            })
+    if role == "tool":
+        return {"role": "tool", "parts": [{
+            "type": "tool_call_response", "id": message.get("tool_call_id"),
+            "response": message.get("content"),
+        }]}
+    return {"role": role, "parts": parts}
+
+
+def _openai_parts(content: Any) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if not isinstance(content, list):
+        return [{"type": "text", "content": _json(content)}]
+    parts = []
+    for item in content:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind in ("text", "input_text", "output_text"):
+            parts.append({"type": "text", "content": item.get("text", "")})
+        elif kind in ("image_url", "input_image"):
+            url = item.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            parts.append(_uri_part(url, "image"))
+        elif kind == "refusal":
+            parts.append({"type": "text", "content": item.get("refusal", "")})
+        else:
+            parts.append({"type": str(kind or "text"), "content": _json(item)})
+    return parts
+
+
+def _uri_part(url: Any, modality: str) -> dict[str, Any]:
+    if isinstance(url, str) and url.startswith("data:") and "," in url:
+        header, data = url.split(",", 1)
+        mime = header[5:].split(";", 1)[0]
+        return {"type": "blob", "modality": modality, "mime_type": mime or None, "content": data}
+    return {"type": "uri", "modality": modality, "uri": url}
+
+
+# OpenAI Responses
+def _openai_responses_inputs(inputs: dict[str, Any]) -> tuple[list[Any] | None, list[Any] | None]:
+    items = inputs.get("input")
+    system = [{"type": "text", "content": inputs["instructions"]}] if isinstance(inputs.get("instructions"), str) else None
+    if isinstance(items, str):
+        return system, [{"role": "user", "parts": [{"type": "text", "content": items}]}]
+    if not isinstance(items, list):
+        return system, None
+    return system, [_responses_item(item, default_role="user") for item in items if isinstance(item, dict)]
+
+
+def _openai_responses_outputs(outputs: dict[str, Any]) -> list[Any] | None:
+    items = outputs.get("output")
+    if not isinstance(items, list):
+        return None
+    parts: list[Any] = []
+    for item in items:
+        if isinstance(item, dict):
+            parts.extend(_responses_item(item, default_role="assistant")["parts"])
+    return [{"role": "assistant", "parts": parts, "finish_reason": str(outputs.get("status") or "")}]
+
+
+def _responses_item(item: dict[str, Any], *, default_role: str) -> dict[str, Any]:
+    kind = item.get("type")
+    if kind == "function_call":
+        return {"role": "assistant", "parts": [{
+            "type": "tool_call", "id": item.get("call_id"), "name": item.get("name"),
+            "arguments": _parse_json(item.get("arguments")),
+        }]}
+    if kind == "function_call_output":
+        return {"role": "tool", "parts": [{
+            "type": "tool_call_response", "id": item.get("call_id"), "response": item.get("output"),
+        }]}
+    if kind == "reasoning":
+        summary = item.get("summary") or []
+        text = "".join(s.get("text", "") for s in summary if isinstance(s, dict))
+        return {"role": "assistant", "parts": [{"type": "reasoning", "content": text}]}
+    return {"role": item.get("role") or default_role, "parts": _openai_parts(item.get("content"))}
+
+
+# Anthropic Messages
+def _anthropic_inputs(inputs: dict[str, Any]) -> tuple[list[Any] | None, list[Any] | None]:
+    messages = inputs.get("messages")
+    system = inputs.get("system")
+    instructions = _anthropic_parts(system) if system else None
+    if not isinstance(messages, list):
+        return instructions, None
+    converted = []
+    for message in messages:
+        if isinstance(message, dict):
+            parts = _anthropic_parts(message.get("content"))
+            role = message.get("role") or "user"
+            if parts and all(p["type"] == "tool_call_response" for p in parts):
+                role = "tool"
+            converted.append({"role": role, "parts": parts})
+    return instructions, converted
+
+
+def _anthropic_outputs(outputs: dict[str, Any]) -> list[Any] | None:
+    if not isinstance(outputs.get("content"), list):
+        return None
+    return [{
+        "role": outputs.get("role") or "assistant",
+        "parts": _anthropic_parts(outputs["content"]),
+        "finish_reason": str(outputs.get("stop_reason") or ""),
+    }]
+
+
+def _anthropic_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if not isinstance(content, list):
+        return []
+    parts = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            parts.append({"type": "text", "content": block.get("text", "")})
+        elif kind == "tool_use":
+            parts.append({"type": "tool_call", "id": block.get("id"), "name": block.get("name"), "arguments": block.get("input")})
+        elif kind == "tool_result":
+            parts.append({"type": "tool_call_response", "id": block.get("tool_use_id"), "response": block.get("content")})
+        elif kind == "thinking":
+            parts.append({"type": "reasoning", "content": block.get("thinking", "")})
+        elif kind == "image" and isinstance(block.get("source"), dict):
+            source = block["source"]
+            if source.get("type") == "base64":
+                parts.append({"type": "blob", "modality": "image", "mime_type": source.get("media_type"), "content": source.get("data")})
+            else:
+                parts.append({"type": "uri", "modality": "image", "uri": source.get("url")})
+        else:
+            parts.append({"type": str(kind or "text"), "content": _json(block)})
+    return parts
+
+
+_OPENAI_CHAT = _Converter(_openai_chat_inputs, _openai_chat_outputs)
+_OPENAI_RESPONSES = _Converter(_openai_responses_inputs, _openai_responses_outputs)
+_ANTHROPIC = _Converter(_anthropic_inputs, _anthropic_outputs)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _decoded(raw: Mapping[str, Any], key: str) -> Any:
+    value = raw.get(key)
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _get(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _first_str(*values: Any) -> str | None:
+    return next((v for v in values if isinstance(v, str) and v), None)
+
+
+def _parse_json(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _json_text(raw: Any) -> str:
+    """A stored MLflow attribute value is already JSON text: sent as it is."""
+    return raw if isinstance(raw, str) else _json(raw)

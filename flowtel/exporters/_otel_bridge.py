@@ -1,0 +1,296 @@
+"""An OpenTelemetry ``SpanExporter`` that sends an application's own OTel spans to MLflow.
+
+For applications traced with plain OpenTelemetry (their own ``TracerProvider``, or
+``opentelemetry-instrument``): the spans go to the MLflow server's OTLP endpoint
+(``POST <tracking URI>/v1/traces`` with ``x-mlflow-experiment-id``), where the server turns them
+into MLflow traces (it derives the trace ids and reads GenAI/OpenInference attributes). It is
+registered as the ``flowtel_mlflow`` entry point of ``opentelemetry_traces_exporter``, so
+``OTEL_TRACES_EXPORTER=flowtel_mlflow`` selects it, configured by the MLflow variables::
+
+    OTEL_TRACES_EXPORTER=flowtel_mlflow MLFLOW_TRACKING_URI=http://127.0.0.1:5000 \\
+    MLFLOW_EXPERIMENT_NAME=my-app opentelemetry-instrument python app.py
+
+flowtel's own traces do not need it: they go to MLflow through flowtel's destinations.
+
+:class:`ApplicationSpanCapture` goes the other way, opt-in: added to the application's
+``TracerProvider``, it records the application's OTel spans that run inside a flowtel trace
+(an HTTP client call, a database query made by an instrumented library) into that trace, so
+they reach flowtel's destinations (MLflow, the local store) with it. Without it, the
+application's spans stay in the application's own pipeline only.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from flowtel.exporters._http import HttpClient, HttpResponse, HttpSettings, TransportError
+from flowtel.tracing import _config
+from flowtel.tracing._config import ConfigError
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import Span as SdkSpan
+
+    from flowtel.tracing._processor import TraceAssembler
+
+__all__ = ["ApplicationSpanCapture", "CapturedSpan", "MlflowSpanExporter"]
+
+_logger = logging.getLogger("flowtel")
+_OTLP_PATH = "/v1/traces"
+_EXPERIMENTS = "/api/2.0/mlflow/experiments"
+_RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+_DEFAULT_TIMEOUT_S = 10.0
+_FIRST_BACKOFF_S = 0.5
+_SUPPRESS_KEYS: tuple[Any, ...] = tuple(
+    key for key in (getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None), "suppress_instrumentation")
+    if key is not None
+)
+
+
+class MlflowSpanExporter(SpanExporter):
+    """Exports OpenTelemetry spans to an MLflow tracking server.
+
+    Use it like any OTel exporter (``BatchSpanProcessor(MlflowSpanExporter(...))``), or through
+    ``OTEL_TRACES_EXPORTER=flowtel_mlflow``. Each export is one protobuf ``POST /v1/traces``;
+    retryable failures (connection errors, 429, 5xx) are retried with backoff, honouring
+    ``Retry-After``, until ``timeout`` has passed, as the OTel SDK's OTLP exporters do.
+    Thread-safe; ``export`` blocks its caller (the span processor's worker) up to ``timeout``.
+
+    Args:
+        tracking_uri: ``http(s)://`` address of the MLflow server; default ``MLFLOW_TRACKING_URI``.
+            Authentication and TLS follow ``MLFLOW_TRACKING_TOKEN`` / ``_USERNAME`` /
+            ``_PASSWORD`` / ``_INSECURE_TLS`` / ``_SERVER_CERT_PATH`` / ``_CLIENT_CERT_PATH``.
+        experiment_id: Experiment the traces go to; default ``MLFLOW_EXPERIMENT_ID``.
+        experiment_name: Used when no id is given (default ``MLFLOW_EXPERIMENT_NAME``): looked
+            up on first export, and created if it does not exist. Neither given: experiment 0.
+        headers: Extra request headers (e.g. for a gateway in front of the server).
+        timeout: Seconds an export may take, retries included.
+
+    Raises:
+        ConfigError: no http(s) tracking URI, or an invalid MLflow variable.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        *,
+        experiment_id: str | None = None,
+        experiment_name: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = _DEFAULT_TIMEOUT_S,
+    ) -> None:
+        uri = (tracking_uri or _config.MLFLOW_TRACKING_URI.get()).strip()
+        if not uri.startswith(("http://", "https://")):
+            raise ConfigError(
+                "MlflowSpanExporter needs the http(s):// address of an MLflow server: pass "
+                f"tracking_uri or set MLFLOW_TRACKING_URI (got {uri!r})."
+            )
+        if timeout <= 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+        self._http = HttpClient(HttpSettings.from_env(uri))
+        self._timeout = float(timeout)
+        self._headers = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
+        self._experiment_id = experiment_id or _config.MLFLOW_EXPERIMENT_ID.get() or None
+        self._experiment_name = experiment_name or _config.MLFLOW_EXPERIMENT_NAME.get() or None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"MlflowSpanExporter({self._http.display_url!r})"
+
+    # -- SpanExporter -------------------------------------------------------------------------
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._stopped.is_set():
+            _logger.warning("MlflowSpanExporter: export after shutdown; %d span(s) not sent.", len(spans))
+            return SpanExportResult.FAILURE
+        if not spans:
+            return SpanExportResult.SUCCESS
+        token = _suppress_instrumentation()  # our own HTTP calls must not become spans
+        try:
+            return self._export(spans)
+        except Exception as exc:  # noqa: BLE001 - an exporter must report failure, never raise
+            _logger.warning("MlflowSpanExporter: %d span(s) not sent: %r", len(spans), exc)
+            return SpanExportResult.FAILURE
+        finally:
+            otel_context.detach(token)
+
+    def shutdown(self) -> None:
+        self._stopped.set()
+        self._http.close()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True  # nothing is buffered here
+
+    # -- internals ------------------------------------------------------------------------------
+    def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        deadline = time.monotonic() + self._timeout
+        experiment_id = self._resolve_experiment(deadline)
+        if experiment_id is None:
+            return SpanExportResult.FAILURE
+        body = encode_spans(spans).SerializeToString()
+        headers = {**self._headers, "x-mlflow-experiment-id": experiment_id}
+        outcome = self._post_with_retries(body, headers, deadline)
+        if outcome is None:
+            return SpanExportResult.SUCCESS
+        _logger.warning("MlflowSpanExporter: %d span(s) not sent to %s: %s", len(spans), self._http.display_url, outcome)
+        return SpanExportResult.FAILURE
+
+    def _post_with_retries(self, body: bytes, headers: dict[str, str], deadline: float) -> str | None:
+        """None when the server took the spans, else why not."""
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                response = self._http.request("POST", _OTLP_PATH, body=body, headers=headers, timeout=max(remaining, 0.1))
+            except TransportError as exc:
+                problem, retryable, wait = exc.message, exc.kind != "tls", None
+            else:
+                if response.ok:
+                    return None
+                problem, retryable, wait = _describe(response), response.status in _RETRYABLE, response.retry_after
+            if not retryable:
+                return problem
+            wait = wait if wait is not None else random.uniform(backoff / 2, backoff)
+            if time.monotonic() + wait > deadline or self._stopped.wait(wait):
+                return f"{problem} (gave up after {self._timeout:g} s)"
+            backoff *= 2
+
+    def _resolve_experiment(self, deadline: float) -> str | None:
+        with self._lock:
+            if self._experiment_id is None and self._experiment_name is None:
+                self._experiment_id = "0"
+            if self._experiment_id is None:
+                self._experiment_id = self._experiment_by_name(self._experiment_name or "", deadline)
+            return self._experiment_id
+
+    def _experiment_by_name(self, name: str, deadline: float) -> str | None:
+        timeout = max(deadline - time.monotonic(), 0.1)
+        for _ in range(2):  # a concurrent creator may win the race: then look it up again
+            try:
+                found = self._http.request("GET", f"{_EXPERIMENTS}/get-by-name", params={"experiment_name": name}, timeout=timeout)
+                if found.ok:
+                    return str(found.json()["experiment"]["experiment_id"])
+                if found.status != 404:
+                    _logger.warning("MlflowSpanExporter: cannot look up experiment %r: %s", name, _describe(found))
+                    return None
+                created = self._http.request(
+                    "POST", f"{_EXPERIMENTS}/create", body=_json_bytes({"name": name}),
+                    headers={"Content-Type": "application/json"}, timeout=timeout,
+                )
+                if created.ok:
+                    return str(created.json()["experiment_id"])
+            except TransportError as exc:
+                _logger.warning("MlflowSpanExporter: cannot look up experiment %r: %s", name, exc.message)
+                return None
+        _logger.warning("MlflowSpanExporter: cannot create experiment %r: %s", name, _describe(created))
+        return None
+
+
+def _describe(response: HttpResponse) -> str:
+    text = response.body[:300].decode("utf-8", errors="replace").strip()
+    return f"HTTP {response.status}" + (f": {text}" if text else "")
+
+
+def _json_bytes(value: Any) -> bytes:
+    import json
+
+    return json.dumps(value).encode("utf-8")
+
+
+def _suppress_instrumentation() -> Any:
+    ctx = otel_context.get_current()
+    for key in _SUPPRESS_KEYS:
+        ctx = otel_context.set_value(key, True, ctx)
+    return otel_context.attach(ctx)
+
+
+class CapturedSpan(ReadableSpan):
+    """An application's OTel span recorded into a flowtel trace by :class:`ApplicationSpanCapture`,
+    its attribute values JSON-encoded like flowtel's own. flowtel's OTLP exporter does not send
+    these again: the application's own OTel pipeline already does."""
+
+
+class ApplicationSpanCapture(SpanProcessor):
+    """Opt-in: records the application's OTel spans that run inside a flowtel trace into it.
+
+    Add it to the application's own provider::
+
+        provider.add_span_processor(flowtel.exporters.ApplicationSpanCapture())
+
+    A span is captured when its trace is a flowtel trace in progress in this process (it was
+    started inside a ``@flowtel.trace`` function or ``flowtel.start_span`` block); the trace is
+    then delivered once the captured spans have ended too. Other spans are ignored. The spans
+    keep their ids and parents; their attributes are stored the way flowtel stores its own
+    (JSON values) and their span type is ``UNKNOWN``. Thread-safe; never raises.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[tuple[int, int], TraceAssembler] = {}
+
+    def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
+        try:
+            from flowtel.tracing import _runtime
+
+            runtime = _runtime.peek_runtime()
+            context = span.get_span_context()
+            if runtime is None or runtime.assembler.record_for(context.trace_id) is None:
+                return
+            with self._lock:
+                self._open[(context.trace_id, context.span_id)] = runtime.assembler
+            runtime.assembler.on_start(span, parent_context)
+        except Exception as exc:  # noqa: BLE001 - called on the application's thread
+            _report("application span capture", exc)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            context = span.get_span_context()
+            if context is None:
+                return
+            with self._lock:
+                assembler = self._open.pop((context.trace_id, context.span_id), None)
+            if assembler is not None:
+                assembler.on_end(_captured(span))
+        except Exception as exc:  # noqa: BLE001 - called on the application's thread
+            _report("application span capture", exc)
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def _captured(span: ReadableSpan) -> CapturedSpan:
+    from flowtel.entities._constants import SpanAttributeKey
+    from flowtel.entities._json import dump_json
+
+    attributes = {key: dump_json(_plain(value)) for key, value in (span.attributes or {}).items()}
+    attributes.setdefault(SpanAttributeKey.SPAN_TYPE, '"UNKNOWN"')
+    return CapturedSpan(
+        name=span.name, context=span.get_span_context(), parent=span.parent, resource=span.resource,
+        attributes=attributes, events=span.events, links=span.links, kind=span.kind,
+        status=span.status, start_time=span.start_time, end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _report(where: str, exc: BaseException) -> None:
+    from flowtel.tracing._errors import report_internal_error
+
+    report_internal_error(where, exc)

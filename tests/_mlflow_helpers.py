@@ -1,0 +1,163 @@
+"""Helpers for the MLflow server tests: routing flowtel to a real server, comparing traces with
+what the real ``mlflow`` client reads, and a fault-injecting HTTP proxy in front of a server."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import flowtel
+from flowtel.exporters import InMemoryExporter
+from flowtel.exporters._mlflow import create_mlflow_destination
+from flowtel.tracing import _experiments, _runtime
+
+# Keys the server adds to what the client sent.
+SERVER_TAGS = {"mlflow.artifactLocation", "mlflow.trace.spansLocation"}
+SERVER_METADATA = {"mlflow.trace.infoFinalized", "mlflow.trace.cost"}
+
+
+def new_experiment(server: Any, prefix: str = "exp") -> str:
+    return str(server.create_experiment(f"{prefix}-{uuid.uuid4().hex[:10]}"))
+
+
+@contextmanager
+def flowtel_to(url: str, experiment_id: str | None = None) -> Iterator[InMemoryExporter]:
+    """Route flowtel to the MLflow server at ``url`` (plus an in-memory copy of every trace,
+    which is what flowtel produced) and make ``experiment_id`` the active experiment."""
+    memory = InMemoryExporter()
+    _runtime.set_destinations([create_mlflow_destination(url), _runtime.Destination(exporter=memory)])
+    try:
+        if experiment_id is not None:
+            flowtel.set_experiment(experiment_id=experiment_id)
+        yield memory
+    finally:
+        flowtel.flush()
+        _experiments.reset()
+        _runtime.set_destinations(None)
+
+
+# Span attributes the server computes (cost from model + usage) when the client did not set them.
+SERVER_SPAN_ATTRIBUTES = {"mlflow.llm.cost"}
+
+
+def span_dicts(trace: Any, server_side: bool = False) -> list[dict[str, Any]]:
+    """Span dicts of a flowtel or mlflow trace, JSON-normalised (tuples -> lists), by start;
+    ``server_side`` drops the attributes the server adds."""
+    dicts = [json.loads(json.dumps(s.to_dict())) for s in trace.data.spans]
+    if server_side:
+        for d in dicts:
+            d["attributes"] = {k: v for k, v in d["attributes"].items() if k not in SERVER_SPAN_ATTRIBUTES}
+    return sorted(dicts, key=lambda d: (d["start_time_unix_nano"], d["span_id"]))
+
+
+def info_without_server_keys(info_dict: dict[str, Any], assessment_times: bool = True) -> dict[str, Any]:
+    """A TraceInfo dict minus what the server adds, and with assessments reduced to what the
+    client chose (the server assigns ids and validity)."""
+    d = json.loads(json.dumps(info_dict))
+    d["tags"] = {k: v for k, v in d.get("tags", {}).items() if k not in SERVER_TAGS}
+    d["trace_metadata"] = {k: v for k, v in d.get("trace_metadata", {}).items() if k not in SERVER_METADATA}
+    dropped = {"assessment_id", "valid"} | (set() if assessment_times else {"create_time", "last_update_time"})
+    d["assessments"] = sorted(
+        ({k: v for k, v in a.items() if k not in dropped} for a in d.get("assessments", [])),
+        key=lambda a: json.dumps(a, sort_keys=True),
+    )
+    return d
+
+
+def assert_same_trace(ours: Any, theirs: Any, *, assessment_times: bool = True) -> None:
+    """``ours`` (as flowtel produced it) and ``theirs`` (as the real mlflow client read it back)
+    agree on every span, attribute, event, status, tag, metadata value and assessment.
+    ``assessment_times=False`` for the FileStore backend, which stamps assessments it stores
+    with its own clock."""
+    assert span_dicts(theirs, server_side=True) == span_dicts(ours)
+    assert info_without_server_keys(theirs.info.to_dict(), assessment_times) == \
+        info_without_server_keys(ours.info.to_dict(), assessment_times)
+
+
+# -- fault-injecting proxy -----------------------------------------------------------------------
+class FaultProxy:
+    """An HTTP reverse proxy in front of a real server, whose answers can be replaced.
+
+    ``mode``: ``"forward"`` (default), ``"503"`` (every request gets 503 + ``Retry-After: 7``),
+    ``"429"``, ``"drop"`` (the connection is closed without an answer), ``"old-server"`` (no
+    ``/v1/traces`` and no StartTraceV3, like MLflow <= 3.2), ``"no-otlp"`` (no ``/v1/traces``
+    only, like 3.3). ``requests`` records ``(method, path, headers)`` of every request.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.mode = "forward"
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.requests.append((self.command, self.path, dict(self.headers.items())))
+                answer = proxy._injected(self.command, self.path)
+                if answer == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if answer is not None:
+                    status, headers, payload = answer
+                else:
+                    status, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _injected(self, method: str, path: str) -> Any:
+        mode = self.mode
+        if mode == "drop":
+            return "drop"
+        if mode in ("503", "429"):
+            return int(mode), {"Retry-After": "7", "Content-Type": "text/plain"}, b"busy"
+        otlp = path.startswith("/v1/traces")
+        start_v3 = method == "POST" and path.split("?")[0] == "/api/3.0/mlflow/traces"
+        if mode in ("old-server", "no-otlp") and otlp:
+            return 404, {"Content-Type": "text/html"}, b"<h1>Not Found</h1>"
+        if mode == "old-server" and start_v3:
+            error = {"error_code": "ENDPOINT_NOT_FOUND", "message": "No API endpoint found"}
+            return 404, {"Content-Type": "application/json"}, json.dumps(error).encode()
+        return None
+
+    def _forward(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+        try:
+            forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+            conn.request(method, path, body=body or None, headers=forwarded)
+            response = conn.getresponse()
+            payload = response.read()
+            kept = {k: v for k, v in response.getheaders()
+                    if k.lower() not in ("content-length", "connection", "transfer-encoding")}
+            return response.status, kept, payload
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
