@@ -16,11 +16,19 @@ $(VENV)/.core: pyproject.toml | $(VENV)/bin/python
 
 $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -e ".[test]"
+	@touch $@ $(VENV)/.core $(VENV)/.demo
+
+$(VENV)/.demo: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e ".[openai]"
 	@touch $@ $(VENV)/.core
 
-demo: $(VENV)/.test
+# The main job: a tool-using OpenAI-SDK agent (offline, against a local scripted endpoint unless
+# OPENAI_API_KEY is set) traced into the embedded local store, then shown from the terminal.
+demo: $(VENV)/.demo
 	@rm -f $(DEMO_STORE) $(DEMO_STORE)-wal $(DEMO_STORE)-shm
 	FLOWTEL_STORE_PATH=$(DEMO_STORE) $(PY) examples/demo.py
+	@echo
+	FLOWTEL_STORE_PATH=$(DEMO_STORE) $(PY) examples/openai_agent.py
 	@echo
 	FLOWTEL_STORE_PATH=$(DEMO_STORE) $(VENV)/bin/flowtel traces list
 	@echo

@@ -223,11 +223,20 @@ def _report(n: int, results: dict[str, dict[str, dict[str, list[dict[str, Any]]]
                 if mode == "export" else "information only"
             rates = {kind: ", ".join(f"{r['traces_per_s']:.0f}" for r in rounds) for kind, rounds in by_client.items()}
             print(f"{mode:<11} {protocol:<14} flowtel / bare OTel traces/s: x{flowtel / otel:.2f} ({target}; "
-                  f"rounds flowtel {rates['flowtel']} / otel {rates['otel']})")
+                  f"rounds flowtel {rates['flowtel']} / otel {rates['otel']}); "
+                  f"by CPU per trace: x{_cpu_ratio(by_client, 'flowtel'):.2f}")
             if "flowtel-lazy-stats" in by_client:
                 lazy = statistics.median(r["traces_per_s"] for r in by_client["flowtel-lazy-stats"])
                 print(f"{'':<11} {'':<14} what-if, size stats not computed: x{lazy / otel:.2f} "
-                      f"(rounds {rates['flowtel-lazy-stats']})")
+                      f"(rounds {rates['flowtel-lazy-stats']}); by CPU per trace: "
+                      f"x{_cpu_ratio(by_client, 'flowtel-lazy-stats'):.2f}")
+
+
+def _cpu_ratio(by_client: dict[str, list[dict[str, Any]]], kind: str) -> float:
+    """Bare OTel's CPU per trace / this client's: the throughput ratio on an otherwise idle core
+    (steadier than wall-clock rates on a busy machine)."""
+    otel = statistics.median(r["cpu_ms_per_trace"] for r in by_client["otel"])
+    return otel / statistics.median(r["cpu_ms_per_trace"] for r in by_client[kind])
 
 
 def main() -> None:

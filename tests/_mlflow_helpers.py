@@ -85,7 +85,7 @@ class FaultProxy:
     """An HTTP reverse proxy in front of a real server, whose answers can be replaced.
 
     ``mode``: ``"forward"`` (default), ``"503"`` (every request gets 503 + ``Retry-After: 7``),
-    ``"429"``, ``"drop"`` (the connection is closed without an answer), ``"old-server"`` (no
+    ``"429"``, ``"overloaded"`` (the 400 of a server whose database pool is exhausted), ``"drop"`` (the connection is closed without an answer), ``"old-server"`` (no
     ``/v1/traces`` and no StartTraceV3, like MLflow <= 3.2), ``"no-otlp"`` (no ``/v1/traces``
     only, like 3.3). ``requests`` records ``(method, path, headers)`` of every request.
     """
@@ -136,6 +136,10 @@ class FaultProxy:
             return "drop"
         if mode in ("503", "429"):
             return int(mode), {"Retry-After": "7", "Content-Type": "text/plain"}, b"busy"
+        if mode == "overloaded":  # what the server says when its SQLAlchemy pool is exhausted
+            error = {"error_code": "BAD_REQUEST", "message": "QueuePool limit of size 5 overflow 10 reached, "
+                     "connection timed out, timeout 30.00"}
+            return 400, {"Content-Type": "application/json"}, json.dumps(error).encode()
         otlp = path.startswith("/v1/traces")
         start_v3 = method == "POST" and path.split("?")[0] == "/api/3.0/mlflow/traces"
         if mode in ("old-server", "no-otlp") and otlp:

@@ -180,6 +180,23 @@ def test_many_traces_in_one_batch_and_several_experiments(mlflow_server: MlflowS
     assert sorted(t.data.spans[0].inputs["i"] for t in in_second) == list(range(0, 30, 3))
 
 
+def test_info_first_order_stores_the_same_trace(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FLOWTEL_MLFLOW_EXPORT_ORDER=info_first: the same trace, except that the server may
+    re-derive the duration from the spans (millisecond rounding)."""
+    monkeypatch.setenv("FLOWTEL_MLFLOW_EXPORT_ORDER", "info_first")
+    experiment_id = new_experiment(mlflow_server, "info-first")
+    with flowtel_to(mlflow_server.url, experiment_id) as memory:
+        ids = produce_all_shapes()
+        assert flowtel.flush()
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    for trace_id in ids:
+        ours, theirs = _ours(memory, trace_id), client.get_trace(trace_id)
+        assert theirs.info.tags["mlflow.trace.spansLocation"] == "TRACKING_STORE"
+        assert 0 <= theirs.info.execution_duration - ours.info.execution_duration <= 1
+        theirs.info.execution_duration = ours.info.execution_duration
+        assert_same_trace(ours, theirs)
+
+
 # -- write path, FileStore backend: spans go to traces.json --------------------------------------
 @pytest.fixture
 def mlflow_uri() -> Iterator[Any]:
@@ -288,13 +305,14 @@ def proxy(mlflow_server: MlflowServer) -> Iterator[FaultProxy]:
         p.close()
 
 
-def _exporter(url: str, **settings: Any) -> MlflowExporter:
-    client = MlflowRestClient(HttpClient(HttpSettings(url, timeout=10, **settings)))
-    return MlflowExporter(client, MlflowTraceStore(client))
+def _exporter(url: str, *, info_first: bool = False) -> MlflowExporter:
+    client = MlflowRestClient(HttpClient(HttpSettings(url, timeout=10)))
+    return MlflowExporter(client, MlflowTraceStore(client), info_first=info_first)
 
 
 @pytest.mark.parametrize(("mode", "reason", "retry_after"), [
     ("503", "http_503", 7.0), ("429", "http_429", 7.0), ("drop", "connection", None),
+    ("overloaded", "http_400", None),
 ])
 def test_transient_failures_are_retryable_with_retry_after(mlflow_server: MlflowServer, proxy: FaultProxy,
                                                            mode: str, reason: str, retry_after: float | None) -> None:

@@ -91,3 +91,33 @@ def test_capturing_application_spans_into_the_mlflow_trace_is_opt_in(
     # ...while OTLP gets it once, from the application's own pipeline, not again from flowtel.
     assert [s.name for s in otlp_http_receiver.wait_for_spans(1)] == ["retrieve"]
     assert sorted(s.name for s in app_exported.get_finished_spans()) == ["SELECT docs", "outside any flowtel trace"]
+
+
+def test_trace_under_an_application_span_is_a_whole_trace_in_mlflow(
+    mlflow_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application span (e.g. a FastAPI request instrumented by OTel) around a flowtel trace
+    must not make the trace look like a fragment of someone else's: MLflow gets it whole."""
+    import flowtel
+    from flowtel.tracing import _runtime
+
+    experiment_id = mlflow_server.create_experiment(f"under-app-span-{tmp_path.name}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)
+    _runtime.reset()
+    app_tracer = TracerProvider().get_tracer("shop.http")
+
+    @flowtel.trace(span_type="AGENT")
+    def agent(question: str) -> str:
+        flowtel.update_current_trace(tags={"route": "/ask"})
+        return "Paris"
+
+    with app_tracer.start_as_current_span("POST /ask"):
+        agent("Capital of France?")
+    assert flowtel.flush(30)
+
+    trace = mlflow_server.client().get_trace(flowtel.get_last_active_trace_id())
+    [root] = trace.data.spans
+    assert (root.name, root.parent_id) == ("agent", None)
+    assert trace.info.tags["route"] == "/ask" and trace.info.tags["mlflow.traceName"] == "agent"
+    assert trace.info.request_preview == '{"question": "Capital of France?"}'
