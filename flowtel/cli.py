@@ -220,6 +220,8 @@ def _preview(value: Any) -> str:
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
+    if isinstance(value, int) and value == 0:
+        return "<1 ms"  # trace durations are whole milliseconds
     if value < 1:
         return f"{value:.2f} ms"
     return f"{value:.0f} ms" if value < 10_000 else f"{value / 1000:.1f} s"
