@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -82,7 +83,7 @@ def assert_same_trace(ours: Any, theirs: Any, *, assessment_times: bool = True) 
 
 # -- fault-injecting proxy -----------------------------------------------------------------------
 class FaultProxy:
-    """An HTTP reverse proxy in front of a real server, whose answers can be replaced.
+    """An HTTP(S) reverse proxy in front of a real server, whose answers can be replaced.
 
     ``mode``: ``"forward"`` (default), ``"503"`` (every request gets 503 + ``Retry-After: 7``),
     ``"429"``, ``"overloaded"`` (the 400 of a server whose database pool is exhausted), ``"drop"`` (the connection is closed without an answer), ``"old-server"`` (no
@@ -90,7 +91,7 @@ class FaultProxy:
     only, like 3.3). ``requests`` records ``(method, path, headers)`` of every request.
     """
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, tls: ssl.SSLContext | None = None) -> None:
         self.upstream_port = upstream_port
         self.mode = "forward"
         self.requests: list[tuple[str, str, dict[str, str]]] = []
@@ -125,8 +126,10 @@ class FaultProxy:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -165,3 +168,36 @@ class FaultProxy:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def self_signed_tls(directory: Any) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1, and the path of
+    that certificate (PEM) for clients to trust."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = f"{directory}/server.pem", f"{directory}/server.key"
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context, cert_path

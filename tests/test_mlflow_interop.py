@@ -288,3 +288,27 @@ def test_search_and_sessions_behave_the_same(backend: str) -> None:
         flowtel.search_traces(filter_string="tags.n = ", return_type="list")
     assert bad.value.error_code == "INVALID_PARAMETER_VALUE"
     assert flowtel.get_trace("tr-0000000000000000000000000000beef", silent=True) is None
+
+
+def test_set_experiment_on_the_embedded_store(tmp_path: Any) -> None:
+    _runtime.set_destinations([create_local_destination(str(tmp_path / "traces.db"))])
+    try:
+        alpha, beta = flowtel.set_experiment("alpha"), flowtel.set_experiment("beta")
+        assert (alpha.experiment_id, beta.experiment_id) == ("1", "2")
+        _experiments._local_registries.clear()  # as another process would see the file
+        assert flowtel.set_experiment("alpha").experiment_id == "1"
+        assert flowtel.set_experiment(experiment_id="0").name == "Default"
+        with pytest.raises(flowtel.FlowtelException, match="does not exist"):
+            flowtel.set_experiment(experiment_id="77")
+        flowtel.set_experiment(experiment_id="2")
+        with flowtel.start_span("in-beta"):
+            pass
+        trace_id = flowtel.get_last_active_trace_id()
+        flowtel.set_experiment("alpha")  # traces started before keep their experiment
+        flowtel.flush()
+        assert flowtel.get_trace(trace_id).info.experiment_id == "2"
+        assert flowtel.search_traces(return_type="list") == []
+        assert [t.info.trace_id for t in flowtel.search_traces(locations=["2"], return_type="list")] == [trace_id]
+    finally:
+        _experiments.reset()
+        _runtime.set_destinations(None)

@@ -11,6 +11,7 @@ from typing import Any
 
 import mlflow
 import pytest
+from opentelemetry.trace import Link, SpanContext
 
 import flowtel
 from flowtel import SpanEvent, SpanType
@@ -20,7 +21,7 @@ from flowtel.exporters._mlflow import MlflowExporter, MlflowRestClient, MlflowTr
 from flowtel.tracing import _experiments
 
 pytest.register_assert_rewrite("tests._mlflow_helpers")
-from tests._mlflow_helpers import FaultProxy, assert_same_trace, flowtel_to, new_experiment
+from tests._mlflow_helpers import FaultProxy, assert_same_trace, flowtel_to, new_experiment, self_signed_tls
 from tests._servers.mlflow_server import MlflowServer
 
 
@@ -86,7 +87,8 @@ def produce_all_shapes() -> list[str]:
     ids.append(flowtel.get_last_active_trace_id())
     asyncio.run(retrieve("paris"))
     ids.append(flowtel.get_last_active_trace_id())
-    with flowtel.start_span("manual", span_type=SpanType.CHAIN) as span:
+    linked = SpanContext(int(ids[0][3:], 16), 0x1234, is_remote=False)
+    with flowtel.start_span("manual", span_type=SpanType.CHAIN, links=[Link(linked, {"why": "retry"})]) as span:
         span.set_inputs({"q": "x"})
         flowtel.update_current_trace(state="ERROR", request_preview="custom request")
         with flowtel.start_span("inner") as inner:
@@ -119,6 +121,9 @@ def test_every_shape_reads_back_identically_with_mlflow_client(mlflow_server: Ml
             assert_same_trace(_ours(memory, trace_id), theirs)
         stats = flowtel.get_delivery_stats()["destinations"][0]
         assert (stats["sent"], stats["dropped"]) == (len(ids), {})
+    manual = client.get_trace(ids[4]).data.spans[0]
+    assert manual.to_dict()["links"] == [
+        {"trace_id": ids[0], "span_id": "0000000000001234", "attributes": {"why": "retry"}}]
 
 
 def test_integers_beyond_int64_are_kept_as_their_digits(mlflow_server: MlflowServer) -> None:
@@ -420,11 +425,26 @@ def test_bearer_and_basic_credentials_are_sent_and_never_shown(mlflow_server: Ml
         assert secret not in shown
 
 
-def test_tls_is_verified_by_default() -> None:
-    settings = HttpSettings.from_env("https://127.0.0.1:9")
-    client = HttpClient(settings)
-    assert client._ssl_context is not None
-    assert client._ssl_context.check_hostname and client._ssl_context.verify_mode.name == "CERT_REQUIRED"
+def test_tls_is_verified_by_default_and_trusts_the_given_ca(mlflow_server: MlflowServer, tmp_path: Any,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    tls, cert_path = self_signed_tls(tmp_path)
+    proxy = FaultProxy(mlflow_server.port, tls=tls)
+    try:
+        trace = _captured_trace()
+        failure = create_mlflow_destination(proxy.url).exporter.export([trace]).failures[trace.info.trace_id]
+        assert (failure.reason, failure.retryable) == ("tls", False)
+        assert "MLFLOW_TRACKING_SERVER_CERT_PATH" in failure.message
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", cert_path)
+        assert create_mlflow_destination(proxy.url).exporter.export([trace]).ok
+        monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
+        monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+        assert create_mlflow_destination(proxy.url).exporter.export([trace]).ok
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(tmp_path / "missing.pem"))
+        monkeypatch.delenv("MLFLOW_TRACKING_INSECURE_TLS")
+        with pytest.raises(flowtel.ConfigError, match="MLFLOW_TRACKING_SERVER_CERT_PATH"):
+            create_mlflow_destination(proxy.url)
+    finally:
+        proxy.close()
 
 
 def test_insecure_tls_and_timeout_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,6 +112,8 @@ def genai_view(span_name: str, raw: Mapping[str, Any], *, content: bool) -> GenA
     """Describe a span (its MLflow JSON-string attributes ``raw``) in GenAI terms."""
     view = GenAiView()
     span_type = _decoded(raw, SpanAttributeKey.SPAN_TYPE)
+    if not isinstance(span_type, str) or (span_type != "LLM" and span_type not in _TYPE_OPERATIONS):
+        return view  # no GenAI operation: nothing to decode
     inputs = _decoded(raw, SpanAttributeKey.INPUTS)
     operation = _operation(span_type, inputs)
     if operation is None:

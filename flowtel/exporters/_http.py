@@ -126,6 +126,10 @@ class HttpClient:
 
     Args:
         settings: Where and how to connect.
+
+    Raises:
+        ValueError: ``base_url`` is not an http(s) URL.
+        ConfigError: a TLS certificate file cannot be loaded.
     """
 
     def __init__(self, settings: HttpSettings) -> None:
@@ -308,14 +312,25 @@ def _authorization(settings: HttpSettings, parts: urllib.parse.SplitResult) -> s
 
 
 def _ssl_context(settings: HttpSettings) -> ssl.SSLContext:
-    if settings.insecure_tls:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context = ssl.create_default_context(cafile=settings.server_cert_path)
-    if settings.client_cert_path:
-        context.load_cert_chain(settings.client_cert_path)
+    """Verifying TLS context (unless insecure_tls).
+
+    Raises:
+        ConfigError: a certificate file cannot be loaded.
+    """
+    try:
+        if settings.insecure_tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context(cafile=settings.server_cert_path)
+        if settings.client_cert_path:
+            context.load_cert_chain(settings.client_cert_path)
+    except (OSError, ssl.SSLError) as exc:
+        raise _config.ConfigError(
+            "MLFLOW_TRACKING_SERVER_CERT_PATH / MLFLOW_TRACKING_CLIENT_CERT_PATH could not be "
+            f"loaded: {exc}"
+        ) from None
     return context
 
 

@@ -180,6 +180,7 @@ class OtlpExporter(TraceExporter):
     """
 
     name = "otlp"
+    needs_size_stats = False  # MLflow's size statistics mean nothing to an OTLP backend
 
     def __init__(
         self,

@@ -26,7 +26,8 @@ _TOKEN_KEYS = (
 )
 
 
-def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: dict[str, str]) -> Trace:
+def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: dict[str, str],
+             size_stats: bool = True) -> Trace:
     """Build the trace: info (state, timing, previews, metadata, usage, size stats) and spans."""
     readable = record.spans_in_start_order()
     remote_parent = _detach_remote_parent(readable, record.root_span_id) if record.remote_parent else None
@@ -68,7 +69,8 @@ def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: d
         assessments=list(record.assessments),
     )
     trace = Trace(info=info, data=TraceData(spans=spans))
-    add_size_stats(trace)
+    if size_stats:
+        add_size_stats(trace)
     if remote_parent is not None:
         # The trace continues one started elsewhere (another process, or an application span):
         # exporters to MLflow ship only its spans, OTLP exporters restore the real parent.

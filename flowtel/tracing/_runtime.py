@@ -73,6 +73,7 @@ class PendingTrace:
                     self._record,
                     default_experiment_id=self._runtime.experiment_id(),
                     env_metadata=self._runtime.env_metadata(),
+                    size_stats=self._runtime.needs_size_stats(),
                 )
             return self._trace
 
@@ -102,6 +103,13 @@ class Runtime:
 
     def experiment_id(self) -> str:
         return self.experiment_id_resolver()
+
+    def needs_size_stats(self) -> bool:
+        """MLflow's size statistics cost a JSON dump of every span; only compute them when a
+        destination keeps them (MLflow, the embedded store, memory), not for OTLP-only setups."""
+        return not self.destinations or any(
+            getattr(d.exporter, "needs_size_stats", True) for d in self.destinations
+        )
 
     def env_metadata(self) -> dict[str, str]:
         if self._env_metadata is None:

@@ -158,6 +158,7 @@ def test_retry_after_is_honoured_not_shortened(receiver: OtlpReceiver, exporter_
     # Told to come back in an hour, the pipeline must still be waiting when a short flush
     # gives up (no spool here, so flush cannot move the trace to disk instead).
     monkeypatch.setenv("FLOWTEL_SPOOL_ENABLED", "false")
+    monkeypatch.setenv("FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS", "0.5")
     receiver.fail_next(1, 429, retry_after=3600)
     route_to(exporter_for())
 
@@ -166,6 +167,8 @@ def test_retry_after_is_honoured_not_shortened(receiver: OtlpReceiver, exporter_
     assert not flowtel.flush(0.3)
     waiting = stats()
     assert (waiting["state"], waiting["in_flight"], waiting["sent"], len(receiver.attempts)) == ("retrying", 1, 0, 1)
+    flowtel.flush_trace_async_logging(terminate=True)  # shutdown cuts the wait short, and says so
+    assert len(receiver.attempts) == 1
 
 
 def test_one_poisoned_trace_does_not_take_the_batch_with_it(

@@ -340,6 +340,36 @@ def test_genai_conventions_anthropic_messages(
     assert "mlflow.spanInputs" not in attributes and "mlflow.spanOutputs" not in attributes
 
 
+@pytest.mark.usefixtures("openai_autolog")
+def test_genai_conventions_openai_responses(
+    otlp_http_receiver: OtlpReceiver, llm_server: ScriptedLLMServer, openai_client: Any
+) -> None:
+    if not hasattr(openai_client, "responses"):
+        pytest.skip("the Responses API needs openai>=1.66")
+    send_to(otlp_http_receiver, "http/protobuf", conventions="genai")
+    llm_server.enqueue_openai_responses(
+        "Checking.", function_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}, "call_id": "call_1"}],
+        model="gpt-4.1-mini-2025-04-14", id="resp_1",
+    )
+    openai_client.responses.create(model="gpt-4.1-mini", instructions="Be brief.", input=QUESTION)
+    assert flowtel.flush(10)
+
+    [span] = received_once(otlp_http_receiver, 1).values()
+    attributes = span.attributes
+    assert (span.name, attributes["gen_ai.response.id"]) == ("chat gpt-4.1-mini", "resp_1")
+    assert attributes["gen_ai.response.finish_reasons"] == ["completed"]
+    assert json.loads(attributes["gen_ai.system_instructions"]) == [{"type": "text", "content": "Be brief."}]
+    assert json.loads(attributes["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": QUESTION}]}
+    ]
+    assert json.loads(attributes["gen_ai.output.messages"]) == [{
+        "role": "assistant", "finish_reason": "completed",
+        "parts": [{"type": "text", "content": "Checking."},
+                  {"type": "tool_call", "id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}],
+    }]
+    assert_content_once(span, [QUESTION, "Be brief.", "Checking."])
+
+
 def test_genai_conventions_tool_span_and_unrecognised_content_is_kept(otlp_http_receiver: OtlpReceiver) -> None:
     send_to(otlp_http_receiver, "http/protobuf", conventions="genai")
 
