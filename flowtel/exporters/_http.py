@@ -148,7 +148,7 @@ class HttpClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[http.client.HTTPConnection] = []
-        self._closed = False
+        self._generation = 0  # bumped by close(): threads then open fresh connections
 
     # -- public ---------------------------------------------------------------------------------
     def request(
@@ -161,7 +161,8 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> HttpResponse:
-        """Send one request and read the whole response. Blocks up to ``timeout`` seconds.
+        """Send one request and read the whole response. Blocks; each socket operation waits
+        up to ``timeout`` seconds (default: the settings' timeout).
 
         Raises:
             TransportError: no HTTP response was received.
@@ -193,6 +194,7 @@ class HttpClient:
         """Close every connection; later requests open new ones."""
         with self._lock:
             connections, self._connections = self._connections, []
+            self._generation += 1
         for conn in connections:
             conn.close()
 
@@ -203,11 +205,11 @@ class HttpClient:
     def _connection(self, timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
         local = self._local
         conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
-        if conn is not None and getattr(local, "pid", None) != os.getpid():
-            conn = None  # inherited through fork(): the socket belongs to the parent
+        if conn is not None and (local.pid != os.getpid() or local.generation != self._generation):
+            conn = None  # inherited through fork() (the parent's socket), or closed by close()
         if conn is None:
             conn = self._new_connection()
-            local.conn, local.pid, local.used = conn, os.getpid(), False
+            local.conn, local.pid, local.generation, local.used = conn, os.getpid(), self._generation, False
         conn.timeout = timeout if timeout is not None else self.settings.timeout
         if conn.sock is not None:
             conn.sock.settimeout(conn.timeout)

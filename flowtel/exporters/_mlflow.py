@@ -13,7 +13,13 @@ server.
 
 The exporter never raises: each trace that was not delivered is reported in
 :class:`~flowtel.exporters._base.ExportResult` with a retryable flag (connection errors,
-timeouts, 408, 429 and 5xx are retryable; ``Retry-After`` is passed on).
+timeouts, 408, 429, 5xx and the 400 an overloaded server gives for a busy database are
+retryable; ``Retry-After`` is passed on; other 4xx, e.g. an unknown experiment or refused
+credentials, are not). A batch the server refuses as a whole is split to isolate the trace that
+caused it; that trace's spans then go to ``traces.json``.
+
+Measured against a real server (``benchmarks/bench_mlflow_export.py``): StartTraceV3 is one
+SQLite write transaction per trace on the server, so it, not this client, bounds throughput.
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ _TRACE_DATA_FILE = "traces.json"
 _SPANS_IN_STORE = ("TRACKING_STORE", "ARCHIVE_REPO")
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # The MLflow server answers 400 BAD_REQUEST for any unexpected database error, overload included.
-_OVERLOAD = re.compile(r"QueuePool limit|database is locked|deadlock|could not serialize|timed out", re.I)
+_OVERLOAD = re.compile(r"QueuePool limit|database is locked|deadlock|could not serialize|timed out", re.IGNORECASE)
 _UPDATE_MASK_PATHS = {
     "assessment_name": "assessmentName",
     "expectation": "expectation",

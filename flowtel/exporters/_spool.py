@@ -172,6 +172,8 @@ class Spool:
         self._require_private_root = require_private_root
         self._lock = threading.Lock()
         self._index: dict[str, _BatchFile] = {}
+        self._scans = 0
+        self._committed_during_scan: dict[str, _BatchFile] = {}
         self._created = False
         self._pid = os.getpid()
 
@@ -205,20 +207,37 @@ class Spool:
         """Forget the parent's view; the child rescans before using the directory."""
         self._lock = threading.Lock()
         self._index = {}
+        self._scans = 0
+        self._committed_during_scan = {}
         self._pid = os.getpid()
 
     # -- index --------------------------------------------------------------------------------
     def rescan(self) -> None:
         """Re-read the directory: pick up other processes' batches, recover dead claims."""
-        # Under the lock for the whole scan: a batch committed meanwhile by another thread of
-        # this process must not be lost from the index by replacing it with a stale listing.
+        # The disk is read without the lock (``pending``/``has_batches`` are called under the
+        # pipeline's lock, which the user's thread takes). Batches this process commits while
+        # the listing runs are remembered and kept, so a stale listing cannot hide them.
         with self._lock:
-            found: dict[str, _BatchFile] = {}
+            self._scans += 1
+        found: dict[str, _BatchFile] = {}
+        try:
             for entry in _scandir(self.directory):
                 batch = self._scan_entry(entry)
                 if batch is not None:
                     found[batch.name] = batch
+        finally:
+            with self._lock:
+                self._scans -= 1
+                found.update(self._committed_during_scan)
+                if not self._scans:
+                    self._committed_during_scan = {}
+        with self._lock:
             self._index = found
+
+    def _add_locked(self, batch: _BatchFile) -> None:
+        self._index[batch.name] = batch
+        if self._scans:
+            self._committed_during_scan[batch.name] = batch
 
     def pending(self) -> tuple[int, int, int]:
         """``(batches, traces, bytes)`` known to be waiting (cheap; no disk access)."""
@@ -252,7 +271,7 @@ class Spool:
         tmp = self.directory / f".{self._pid}-{seq}.tmp"
         _atomic_write(self.directory, self.directory / name, lines, tmp=tmp)
         with self._lock:
-            self._index[name] = _BatchFile(name, len(traces), size)
+            self._add_locked(_BatchFile(name, len(traces), size))
         return WriteResult(len(traces), evicted)
 
     def _make_room(self, size: int) -> int:
@@ -324,8 +343,9 @@ class Spool:
         """Give a claimed batch back, unchanged, for a later replay."""
         target = self.directory / claimed.original
         os.rename(claimed.path, target)
+        size = _size(target)
         with self._lock:
-            self._index[claimed.original] = _BatchFile(claimed.original, claimed.count, _size(target))
+            self._add_locked(_BatchFile(claimed.original, claimed.count, size))
 
     def replace(self, claimed: ClaimedBatch, traces: Sequence[Trace]) -> None:
         """Keep only ``traces`` of a claimed batch (the rest was delivered or dropped).

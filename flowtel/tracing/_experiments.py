@@ -31,6 +31,7 @@ from flowtel.tracing._exceptions import FlowtelException, InvalidParameterError
 
 if TYPE_CHECKING:
     from flowtel.tracing._processor import TraceRecord
+    from flowtel.tracing._runtime import Runtime
 
 __all__ = [
     "DEFAULT_EXPERIMENT_ID",
@@ -151,18 +152,19 @@ def reset() -> bool:
     return had
 
 
-def resolve_default_experiment_id() -> str:
+def resolve_default_experiment_id(runtime: Runtime | None = None) -> str:
     """The experiment of a trace that did not name one. Runs on the delivery worker.
 
-    May look ``MLFLOW_EXPERIMENT_NAME`` up on the store (once, then cached). Never raises:
-    when the store cannot answer, returns a placeholder the MLflow exporter resolves later.
+    May look ``MLFLOW_EXPERIMENT_NAME`` up on ``runtime``'s store (the one the trace is
+    delivered to; once, then cached). Never raises: when the store cannot answer, returns a
+    placeholder the MLflow exporter resolves later.
     """
     active = _active
     if active is not None:
         return active[1]
     name = _config.MLFLOW_EXPERIMENT_NAME.get()
     if name:
-        return _resolve_env_name(name)
+        return _resolve_env_name(name, runtime)
     return _config.MLFLOW_EXPERIMENT_ID.get() or DEFAULT_EXPERIMENT_ID
 
 
@@ -189,12 +191,12 @@ _name_cache: dict[tuple[str, str], str] = {}
 _last_failure: dict[str, float] = {}
 
 
-def _resolve_env_name(name: str) -> str:
+def _resolve_env_name(name: str, runtime: Runtime | None) -> str:
     unresolved = UNRESOLVED_EXPERIMENT_PREFIX + name
     if time.monotonic() - _last_failure.get(name, -1e9) < _RETRY_LOOKUP_AFTER_S:
         return unresolved  # the store just failed: do not stall every trace on it
     try:
-        return resolve_experiment_name(current_registry(), name)
+        return resolve_experiment_name(current_registry(runtime), name)
     except FlowtelException as exc:
         _last_failure[name] = time.monotonic()
         _logger.warning(
@@ -230,11 +232,11 @@ def _check_active(experiment: Experiment) -> None:
         )
 
 
-def current_registry() -> ExperimentRegistry:
-    """The experiment registry of the current destination."""
+def current_registry(runtime: Runtime | None = None) -> ExperimentRegistry:
+    """The experiment registry of ``runtime``'s destination (default: the current runtime)."""
     from flowtel.tracing import _runtime
 
-    store: Any = _runtime.get_runtime().store
+    store: Any = (runtime or _runtime.get_runtime()).store
     if isinstance(store, ExperimentRegistry):
         return store
     path = getattr(store, "path", None)

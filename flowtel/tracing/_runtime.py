@@ -245,7 +245,7 @@ def _build_runtime() -> Runtime:
         tracer=provider.get_tracer("flowtel", __version__),
         assembler=assembler,
         destinations=_with_pipelines(destinations),
-        experiment_id_resolver=_experiments.resolve_default_experiment_id,
+        experiment_id_resolver=lambda: _experiments.resolve_default_experiment_id(holder["rt"]),
         root_sampler=root_sampler,
     )
     runtime.timeouts = TraceTimeouts(
