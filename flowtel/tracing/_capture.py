@@ -90,12 +90,25 @@ def updated(**changes: Any) -> CapturePolicy:
 
 
 # -- the encoder installed into the entities --------------------------------------------------------
+_sensitive_keys: dict[str, bool] = {}
+
+
+def _is_sensitive_attribute(key: str) -> bool:
+    """Memoised: attribute keys repeat (inputs, outputs, ...), the key check is a regex."""
+    known = _sensitive_keys.get(key)
+    if known is None:
+        if len(_sensitive_keys) > 10_000:
+            _sensitive_keys.clear()
+        known = _sensitive_keys[key] = key not in CONTENT_FREE_KEYS and is_sensitive_key(key)
+    return known
+
+
 def encode_attribute(key: str, value: Any) -> str:
     """JSON string recorded for span attribute ``key``. Never raises."""
-    current = policy()
+    current = _policy or policy()
     if not current.capture_content and key not in CONTENT_FREE_KEYS:
         return _NOT_RECORDED_JSON
-    if current.limits.redact and key not in CONTENT_FREE_KEYS and is_sensitive_key(key):
+    if current.limits.redact and _is_sensitive_attribute(key):
         return _REDACTED_JSON
     return dump_json(value, current.limits)
 
