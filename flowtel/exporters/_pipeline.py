@@ -362,6 +362,8 @@ class DeliveryPipeline:
             return self._submit(item)
         except Exception as exc:  # noqa: BLE001 - runs on the user's thread; must not raise
             report_internal_error(f"{self.name} delivery submit", exc)
+            with self._lock:
+                self._dropped["internal_error"] += 1
             return False
 
     def _submit(self, item: Deliverable) -> bool:
@@ -1067,6 +1069,8 @@ class DeliveryPipeline:
     # == fork ==================================================================================
     def _after_fork_in_child(self) -> None:
         # The parent still owns and sends what it queued; the child starts empty and counts anew.
+        # Locks are new too: a parent's thread may have held one at the moment of the fork.
+        self._warner = _Warner(self.name)
         self._init_state()
         if self._spool is not None:
             self._spool.after_fork_in_child()
@@ -1092,15 +1096,18 @@ def estimate_size(item: Any) -> int:
     record_of = getattr(item, "record", None)
     if record_of is None:
         return _DEFAULT_SIZE
-    total = _TRACE_OVERHEAD
-    for span in record_of().finished.values():
-        total += _SPAN_OVERHEAD
-        attributes = span.attributes
-        if attributes:
-            for value in attributes.values():
-                total += len(value) if isinstance(value, str) else 16
-        total += len(span.events) * _EVENT_OVERHEAD
-    return total
+    try:
+        total = _TRACE_OVERHEAD
+        for span in record_of().finished.values():
+            total += _SPAN_OVERHEAD
+            attributes = span.attributes
+            if attributes:
+                for value in attributes.values():
+                    total += len(value) if isinstance(value, str) else 16
+            total += len(span.events) * _EVENT_OVERHEAD
+        return total
+    except Exception:  # noqa: BLE001 - an estimate must never cost the trace itself
+        return _DEFAULT_SIZE
 
 
 def _blanket_rejection(traces: list[Trace], result: ExportResult) -> ExportFailure | None:

@@ -361,12 +361,9 @@ class Spool:
     # -- maintenance --------------------------------------------------------------------------
     def purge(self) -> int:
         """Delete every committed batch (not ones being replayed now); traces deleted."""
-        self.rescan()
-        removed = 0
-        for batch in self._oldest_first():
-            if self._remove(batch):
-                removed += batch.count
-        return removed
+        with self._lock:
+            self._index = {}
+        return purge_directory(self.directory)
 
     def _scan_entry(self, entry: os.DirEntry[str]) -> _BatchFile | None:
         name = entry.name

@@ -97,9 +97,9 @@ class TraceTimeouts:
         self._stop.set()
 
     def _start(self) -> None:
+        if self._pid != os.getpid():  # forked child: the parent's thread (and lock holder) is gone
+            self._pid, self._thread, self._stop, self._lock = os.getpid(), None, threading.Event(), threading.Lock()
         with self._lock:
-            if self._pid != os.getpid():  # forked child: the parent's thread does not exist here
-                self._pid, self._thread, self._stop = os.getpid(), None, threading.Event()
             if self._thread is not None or self._stop.is_set():
                 return
             self._thread = threading.Thread(target=self._run, name="flowtel-trace-timeouts", daemon=True)
