@@ -34,8 +34,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -322,8 +323,8 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
         overload = m["rate"] / max(m["delivered_rate"], 1e-9)
         rows.append((
             f"memory, {overload:.0f}x overload, {label}",
-            f"RSS +{growth:.1f} MiB peak (per quarter: +{quartiles} MiB), queue peak {m['peak_queued_bytes'] / MiB:.1f} MiB; "
-            f"{m['produced']} made, {m['sent']} sent, {m['spooled']} spooled, dropped {m['dropped'] or 0}",
+            (f"RSS +{growth:.1f} MiB peak (per quarter: +{quartiles} MiB), queue peak {m['peak_queued_bytes'] / MiB:.1f} MiB; "
+            f"{m['produced']} made, {m['sent']} sent, {m['spooled']} spooled, dropped {m['dropped'] or 0}"),
             "flat, budget 16 MiB",
         ))
     for key, label in (("burst_otlp", "OTLP receiver"), ("burst_mlflow", "MLflow server")):
@@ -331,15 +332,15 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
             b = results[key]
             rows.append((
                 f"burst {args.burst} x 10 spans in {b['burst_s']:.1f} s -> {label}",
-                f"{b['on_destination']}/{args.burst} delivered ({100 * b['on_destination'] / args.burst:.0f}%), "
-                f"all in {b['after_burst_s']:.1f} s after the burst; dropped {b['dropped'] or 0}",
+                (f"{b['on_destination']}/{args.burst} delivered ({100 * b['on_destination'] / args.burst:.0f}%), "
+                f"all in {b['after_burst_s']:.1f} s after the burst; dropped {b['dropped'] or 0}"),
                 "100%",
             ))
     d = results["drain"]
     rows.append((
         f"drain a {d['spooled']}-trace spool (new process)",
-        f"{d['seconds']:.1f} s ({d['sent'] / d['seconds']:.0f} traces/s), {d['on_destination']} complete on the receiver, "
-        f"{d['duplicates']} twice, dropped {d['dropped'] or 0}",
+        (f"{d['seconds']:.1f} s ({d['sent'] / d['seconds']:.0f} traces/s), {d['on_destination']} complete on the receiver, "
+        f"{d['duplicates']} twice, dropped {d['dropped'] or 0}"),
         "all, once",
     ))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

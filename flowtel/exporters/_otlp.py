@@ -236,6 +236,12 @@ class OtlpExporter(TraceExporter):
         if transport is not None:
             transport.close()
 
+    def after_fork_in_child(self) -> None:
+        """A forked child must not share the parent's pooled connection (interleaved writes
+        corrupt requests): forget it, without closing what the parent still uses."""
+        self._lock = threading.Lock()
+        self._transport = None
+
     # -- sending ----------------------------------------------------------------------------
     def _send(self, request: ExportTraceServiceRequest) -> ExportFailure | None:
         try:

@@ -33,14 +33,20 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context
 
 from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
-from flowtel.exporters._spool import Spool, SpoolFullError, WriteResult, default_spool_root
+from flowtel.exporters._spool import (
+    Spool,
+    SpoolFullError,
+    WriteResult,
+    default_spool_root,
+)
 from flowtel.tracing import _config
 from flowtel.tracing._errors import report_internal_error
 
@@ -49,10 +55,10 @@ if TYPE_CHECKING:
     from flowtel.exporters._spool import ClaimedBatch
 
 __all__ = [
+    "Deliverable",
     "DeliveryOptions",
     "DeliveryPipeline",
     "DeliveryStats",
-    "Deliverable",
     "RetryPolicy",
     "SpoolOptions",
     "estimate_size",
@@ -62,6 +68,7 @@ _logger = logging.getLogger("flowtel")
 _WARN_INTERVAL_S = 10.0
 _SPOOL_RETRY_S = 30.0  # after a spool failure (disk full, read-only), try the disk again this late
 _LOCAL_PHASE_GRACE_S = 5.0  # shutdown waits this long at most for finalising / disk writes
+_LEFTOVERS_BUDGET_S = 5.0  # and this long for spooling what is left
 _SUPPRESS_KEYS: tuple[Any, ...] = tuple(
     key for key in (getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None), "suppress_instrumentation")
     if key is not None
@@ -202,7 +209,7 @@ class DeliveryStats:
 class _Entry:
     """A queued trace with its estimated size and its submission number (for flush)."""
 
-    __slots__ = ("item", "size", "seq")
+    __slots__ = ("item", "seq", "size")
 
     def __init__(self, item: Deliverable, size: int, seq: int) -> None:
         self.item = item
@@ -217,7 +224,7 @@ class _Batch:
     network; shutdown may then ``abandon`` the batch and settle it itself.
     """
 
-    __slots__ = ("entries", "claim", "pending", "open", "min_seq", "exporting", "abandoned")
+    __slots__ = ("abandoned", "claim", "entries", "exporting", "min_seq", "open", "pending", "relaxed")
 
     def __init__(self, entries: list[_Entry], claim: ClaimedBatch | None = None, count: int = 0) -> None:
         self.entries = entries
@@ -227,6 +234,7 @@ class _Batch:
         self.min_seq = entries[0].seq if entries else None
         self.exporting = False
         self.abandoned = False
+        self.relaxed = False  # the worker keeps up: it may yield the GIL between traces
 
 
 @dataclass
@@ -469,8 +477,9 @@ class DeliveryPipeline:
 
         What is left (queued, waiting for a retry, or stuck in a request) goes to the spool when
         there is one, else it is dropped with reason ``shutdown``; either way one warning says
-        how many and where. Blocks up to about ``timeout`` plus the time to write the leftovers
-        to disk. True if everything was sent or dropped for a non-shutdown reason.
+        how many and where. Blocks up to ``timeout``, plus at most 5 s for workers to finish
+        writing a batch and 5 s to write the leftovers to disk. True if everything was sent or
+        dropped for a non-shutdown reason.
         """
         with self._lock:
             if self._closed:
@@ -506,28 +515,39 @@ class DeliveryPipeline:
         return leftovers, abandoned
 
     def _settle_leftovers(self, leftovers: list[_Entry], abandoned: list[_Batch]) -> None:
+        deadline = time.monotonic() + _LEFTOVERS_BUDGET_S
         traces: list[Trace] = []
         items = [e.item for e in leftovers]
+        unfinished = failed = 0
         for entry in leftovers:
+            if time.monotonic() > deadline:
+                unfinished += 1
+                continue
             trace = self._finalize_one(entry)
-            if trace is not None:
+            if trace is None:
+                failed += 1
+            else:
                 traces.append(trace)
+        with self._lock:
+            self._dropped.update(+Counter({"finalize_error": failed, "shutdown": unfinished}))
         for batch in abandoned:
             items += [e.item for e in batch.entries]
             if batch.claim is not None:
                 self._give_back_claim(batch.claim)  # still on disk: nothing to write
             else:
                 traces += batch.pending
-        self._spool_or_drop_at_shutdown(traces)
+        self._spool_or_drop_at_shutdown(traces, deadline)
         for item in items:
             item.release()
         with self._lock:
             self._done.notify_all()
 
-    def _spool_or_drop_at_shutdown(self, traces: list[Trace]) -> None:
+    def _spool_or_drop_at_shutdown(self, traces: list[Trace], deadline: float) -> None:
         spooled = 0
         size = self.options.batch_size
         for start in range(0, len(traces), size):
+            if time.monotonic() > deadline:
+                break  # the rest is dropped (reason "shutdown"): exit must not wait on the disk
             chunk = traces[start:start + size]
             status, result = self._write_spool(chunk)
             if status == "ok" and result is not None:
@@ -660,6 +680,7 @@ class DeliveryPipeline:
         entries: list[_Entry] = []
         size = 0
         limit = self.options.batch_size if limit is None else min(limit, self.options.batch_size)
+        relaxed = self._relaxed_locked()
         while self._queue and len(entries) < limit:
             entry = self._queue[0]
             if entries and size + entry.size > self.options.max_batch_bytes:
@@ -669,6 +690,7 @@ class DeliveryPipeline:
             size += entry.size
         self._queued_bytes -= size
         batch = _Batch(entries)
+        batch.relaxed = relaxed
         self._active[id(batch)] = batch
         return batch
 
@@ -721,7 +743,7 @@ class DeliveryPipeline:
             reason = "shutdown" if self._stopping else failure.reason
             self._settle(batch, dropped=Counter({reason: len(traces)}), final=True, detail=_failure_detail(failure))
             return
-        status, result = self._write_spool(traces)
+        status, result = self._write_spool(traces, batch)
         if status != "ok" or result is None:
             reason = "spool_full" if status == "full" else "spool_write_error"
             self._settle(batch, dropped=Counter({reason: len(traces)}), final=True, detail=self._spool_detail(failure))
@@ -738,6 +760,7 @@ class DeliveryPipeline:
         # while a batch is between the two.
         batch = _Batch([])
         with self._lock:
+            batch.relaxed = self._relaxed_locked()
             self._active[id(batch)] = batch
         try:
             self._replay_claimed(batch)
@@ -750,7 +773,7 @@ class DeliveryPipeline:
             with self._lock:
                 self._down = False  # nothing left to probe with: fresh traces will tell
             return
-        traces, bad = self._read_claim(claimed)
+        traces, bad = self._read_claim(claimed, batch)
         if traces is None:
             return
         with self._lock:
@@ -792,10 +815,10 @@ class DeliveryPipeline:
             self._spool_failed(exc)
             return None
 
-    def _read_claim(self, claimed: ClaimedBatch) -> tuple[list[Trace] | None, int]:
+    def _read_claim(self, claimed: ClaimedBatch, batch: _Batch) -> tuple[list[Trace] | None, int]:
         assert self._spool is not None
         try:
-            return self._spool.read(claimed)
+            return self._spool.read(claimed, between=_yielder(batch))
         except OSError as exc:
             self._spool_failed(exc)
             self._give_back_claim(claimed)
@@ -928,10 +951,11 @@ class DeliveryPipeline:
 
     def _spill_batch(self, batch: _Batch) -> None:
         traces = self._finalize_batch(batch)
-        status, result = self._write_spool(traces)
+        status, result = self._write_spool(traces, batch)
         if status == "ok" and result is not None:
             self._settle(batch, spooled=result.written, dropped=Counter({"spool_full": result.evicted}), final=True)
-            self._warner.note(spooled=result.written, detail="memory budget or destination outage")
+            why = "destination unreachable" if self._down else "in-memory queue past half its budget"
+            self._warner.note(spooled=result.written, detail=why)
         elif status == "full":
             self._settle(batch, dropped=Counter({"spool_full": len(traces)}), final=True)
         else:
@@ -962,7 +986,7 @@ class DeliveryPipeline:
             self._last_rescan = time.monotonic()
             self._work.notify_all()
 
-    def _write_spool(self, traces: list[Trace]) -> tuple[str, WriteResult | None]:
+    def _write_spool(self, traces: list[Trace], batch: _Batch | None = None) -> tuple[str, WriteResult | None]:
         """Write one batch. Status ``ok``, ``full`` (larger than the cap) or ``error``."""
         if not traces:
             return "ok", WriteResult(0, 0)
@@ -974,7 +998,7 @@ class DeliveryPipeline:
         try:
             if reopen:
                 self._spool.open()
-            result = self._spool.write(traces)
+            result = self._spool.write(traces, between=_yielder(batch))
         except SpoolFullError:
             return "full", None
         except OSError as exc:
@@ -1016,7 +1040,17 @@ class DeliveryPipeline:
                 self._settle(batch, dropped=Counter({"finalize_error": 1}))
             else:
                 traces.append(trace)
+            if batch.relaxed:
+                time.sleep(0)
         return traces
+
+    def _relaxed_locked(self) -> bool:
+        """Whether workers keep up (queue under a tenth of its budget). Then they hand the GIL
+        to the application's threads between traces of CPU work (finalising, encoding,
+        decoding), so a busy worker does not stretch the latency of traced calls. Once they fall
+        behind, keeping up matters more: otherwise the queue would fill and drop."""
+        options = self.options
+        return len(self._queue) * 10 <= options.max_queued and self._queued_bytes * 10 <= options.max_queued_bytes
 
     def _finalize_one(self, entry: _Entry) -> Trace | None:
         try:
@@ -1108,6 +1142,15 @@ def estimate_size(item: Any) -> int:
         return total
     except Exception:  # noqa: BLE001 - an estimate must never cost the trace itself
         return _DEFAULT_SIZE
+
+
+def _yielder(batch: _Batch | None) -> Callable[[], None] | None:
+    """What to call between traces of CPU work for ``batch``: yield the GIL, or nothing."""
+    return _yield_gil if batch is not None and batch.relaxed else None
+
+
+def _yield_gil() -> None:
+    time.sleep(0)
 
 
 def _blanket_rejection(traces: list[Trace], result: ExportResult) -> ExportFailure | None:

@@ -38,9 +38,10 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flowtel.entities import Trace
@@ -250,8 +251,12 @@ class Spool:
             return bool(self._index)
 
     # -- writing ------------------------------------------------------------------------------
-    def write(self, traces: Sequence[Trace], *, timestamp_ns: int | None = None) -> WriteResult:
+    def write(
+        self, traces: Sequence[Trace], *, timestamp_ns: int | None = None, between: Callable[[], None] | None = None
+    ) -> WriteResult:
         """Commit ``traces`` as one batch; evict the oldest batches if the cap needs it.
+
+        ``between`` is called after encoding each trace (the pipeline yields the GIL there).
 
         Raises:
             OSError: the batch could not be written (nothing was committed).
@@ -259,7 +264,10 @@ class Spool:
         if not traces:
             return WriteResult(0, 0)
         lines = [_header(self.destination_key, len(traces))]
-        lines += [_encode(trace) for trace in traces]
+        for trace in traces:
+            lines.append(_encode(trace))
+            if between is not None:
+                between()
         size = sum(len(line) for line in lines)
         if size > self.max_bytes:
             raise SpoolFullError(errno.EFBIG, f"batch of {size} bytes exceeds FLOWTEL_SPOOL_MAX_BYTES")
@@ -317,8 +325,11 @@ class Spool:
             return ClaimedBatch(batch.name, claimed, batch.count)
         return None
 
-    def read(self, claimed: ClaimedBatch) -> tuple[list[Trace], int]:
-        """The traces of a claimed batch and how many lines could not be decoded."""
+    def read(self, claimed: ClaimedBatch, *, between: Callable[[], None] | None = None) -> tuple[list[Trace], int]:
+        """The traces of a claimed batch and how many lines could not be decoded.
+
+        ``between`` is called after decoding each trace.
+        """
         from flowtel.entities import Trace
 
         traces: list[Trace] = []
@@ -331,6 +342,8 @@ class Spool:
                 traces.append(Trace.from_dict(json.loads(line)))
             except (ValueError, TypeError):
                 bad += 1
+            if between is not None:
+                between()
         bad += max(claimed.count - len(body), 0)
         return traces, bad
 

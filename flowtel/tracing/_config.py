@@ -95,7 +95,8 @@ MLFLOW_TRACKING_CLIENT_CERT_PATH = EnvVar(
     "MLFLOW_TRACKING_CLIENT_CERT_PATH", "", str, "Client certificate (PEM with key) for mutual TLS."
 )
 MLFLOW_HTTP_REQUEST_TIMEOUT = EnvVar(
-    "MLFLOW_HTTP_REQUEST_TIMEOUT", 120.0, _positive_float, "Seconds per HTTP request to the MLflow server."
+    "MLFLOW_HTTP_REQUEST_TIMEOUT", 30.0, _positive_float,
+    "Seconds per HTTP request to the MLflow server (flowtel retries; MLflow's own default is 120).",
 )
 FLOWTEL_MLFLOW_EXPORT_CONNECTIONS = EnvVar(
     "FLOWTEL_MLFLOW_EXPORT_CONNECTIONS", 4, _positive_int,

@@ -10,9 +10,8 @@ One HTTP request per ``export`` call; no retries of its own (the pipeline owns r
 from __future__ import annotations
 
 import http.client
-import socket
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -57,7 +56,7 @@ class OtlpHttpTestExporter(TraceExporter):
             conn.request("POST", self._path, body=body, headers={"Content-Type": "application/x-protobuf"})
             response = conn.getresponse()
             response.read()
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             return ExportFailure("timeout", retryable=True, message=f"no answer within {self._timeout}s")
         except (OSError, http.client.HTTPException) as exc:
             return ExportFailure("connection", retryable=True, message=type(exc).__name__)

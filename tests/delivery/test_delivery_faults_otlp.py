@@ -17,8 +17,18 @@ import pytest
 import flowtel
 from flowtel.exporters import TraceExporter
 from flowtel.exporters._otlp import OtlpExporter
-from tests._servers.otlp_receivers import OtlpGrpcReceiver, OtlpHttpReceiver, OtlpReceiver, grpc_status_for_http
-from tests.delivery._helpers import assert_received_exactly, make_traces, otlp_id, route_to, stats
+from tests._servers.otlp_receivers import (
+    OtlpGrpcReceiver,
+    OtlpHttpReceiver,
+    OtlpReceiver,
+    grpc_status_for_http,
+)
+from tests.delivery._helpers import (
+    assert_received_exactly,
+    make_traces,
+    route_to,
+    stats,
+)
 from tests.delivery._otlp_exporter import OtlpHttpTestExporter
 
 N = 20

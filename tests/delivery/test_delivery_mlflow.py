@@ -20,7 +20,13 @@ import pytest
 import flowtel
 from flowtel.tracing import _runtime
 from tests._servers.mlflow_server import MlflowServer
-from tests.delivery._helpers import REPO_ROOT, SPANS_PER_TRACE, child_env, make_traces, stats
+from tests.delivery._helpers import (
+    REPO_ROOT,
+    SPANS_PER_TRACE,
+    child_env,
+    make_traces,
+    stats,
+)
 
 N = 20
 

@@ -9,7 +9,12 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 import flowtel
-from flowtel.exporters import ExportFailure, ExportResult, InMemoryExporter, TraceExporter
+from flowtel.exporters import (
+    ExportFailure,
+    ExportResult,
+    InMemoryExporter,
+    TraceExporter,
+)
 from flowtel.exporters._pipeline import DeliveryOptions, DeliveryPipeline, RetryPolicy
 from tests.delivery._helpers import make_traces, route_to
 

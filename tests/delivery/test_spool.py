@@ -22,7 +22,14 @@ from flowtel.exporters import _spool
 from flowtel.exporters._pipeline import RetryPolicy
 from flowtel.exporters._spool import Spool, default_spool_root, list_spools
 from tests._servers.otlp_receivers import OtlpHttpReceiver
-from tests.delivery._helpers import REPO_ROOT, assert_received_exactly, child_env, make_traces, route_to, stats
+from tests.delivery._helpers import (
+    REPO_ROOT,
+    assert_received_exactly,
+    child_env,
+    make_traces,
+    route_to,
+    stats,
+)
 from tests.delivery._otlp_exporter import OtlpHttpTestExporter
 
 N = 20
