@@ -106,7 +106,11 @@ def test_trace_arrives_attribute_by_attribute(
         "session.id": "sess-1",
         "mlflow.clientRequestId": "req-42",
         "mlflow.traceMetadata.app.version": "1.2",
-        **{f"mlflow.traceMetadata.{k}": metadata[k] for k in ("mlflow.user", "mlflow.source.name", "mlflow.source.type")},
+        # where the code ran: always user/source; git fields only when the source is in a repository
+        **{f"mlflow.traceMetadata.{k}": metadata[k] for k in (
+            "mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit",
+            "mlflow.source.git.branch", "mlflow.source.git.repoURL",
+        ) if metadata.get(k)},
     }
     assert chat.attributes == {
         "mlflow.spanType": "CHAT_MODEL",
