@@ -170,3 +170,19 @@ def test_several_processes_write_the_same_store(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     assert len(out.strip().splitlines()) == 1 + 80
+
+
+def test_invalid_env_setting_met_while_tracing_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    flowtel.tracing.reset()
+    assert agent("still works") == "Sunny in Paris"
+    assert agent("twice") == "Sunny in Paris"
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "flowtel is not recording traces" in errors[0].getMessage()
+    assert "never writes into" in errors[0].getMessage()
+    assert flowtel.get_delivery_stats()["internal_errors"] == {}
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    flowtel.tracing.reset()

@@ -33,6 +33,7 @@ from flowtel.entities import _span as _span_module
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.entities._ids import otel_trace_id_from_mlflow
 from flowtel.tracing import _capture, _clock, _runtime, _scope
+from flowtel.tracing._config import ConfigError
 from flowtel.tracing._errors import report_internal_error
 from flowtel.tracing._exceptions import FlowtelException, InvalidParameterError
 from flowtel.tracing._sampling import SAMPLING_OVERRIDE_ATTRIBUTE
@@ -92,6 +93,9 @@ def _start_span(
         live._set_raw_many(attributes)
         record.live[ctx.span_id] = live
         return live
+    except ConfigError as exc:
+        _runtime.report_config_error(exc)
+        return NoOpSpan()
     except Exception as exc:  # noqa: BLE001 - tracing must never break the user's call
         report_internal_error("span start", exc)
         return NoOpSpan()

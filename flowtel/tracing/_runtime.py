@@ -177,6 +177,8 @@ _runtime: Runtime | None = None
 enabled: bool = True
 _id_generator = _clock.SwappableIdGenerator()
 _destination_override: list[Destination] | None = None
+_config_error: _config.ConfigError | None = None
+_config_error_reported = False
 
 
 def get_runtime() -> Runtime:
@@ -185,10 +187,27 @@ def get_runtime() -> Runtime:
     if runtime is not None:
         return runtime
     with _lock:
+        global _config_error
         if _runtime is None:
-            _install(_build_runtime())
+            if _config_error is not None:
+                raise _config_error  # already reported; rebuilt after the user fixes and resets
+            try:
+                _install(_build_runtime())
+            except _config.ConfigError as exc:
+                _config_error = exc
+                raise
         assert _runtime is not None
         return _runtime
+
+
+def report_config_error(exc: _config.ConfigError) -> None:
+    """Invalid configuration met while tracing (env vars read at first use): one clear line,
+    once; traced code keeps running untraced until the setting is fixed and
+    ``flowtel.tracing.reset()`` is called."""
+    global _config_error_reported
+    if not _config_error_reported:
+        _config_error_reported = True
+        _logger.error("flowtel is not recording traces: %s Fix the setting, then call flowtel.tracing.reset().", exc)
 
 
 def peek_runtime() -> Runtime | None:
@@ -197,9 +216,10 @@ def peek_runtime() -> Runtime | None:
 
 def reset(destinations: list[Destination] | None = None, *, keep_override: bool = False) -> None:
     """Shut the current runtime down (draining it) and forget it; the next span builds anew."""
-    global _runtime, _destination_override
+    global _runtime, _destination_override, _config_error, _config_error_reported
     with _lock:
         old, _runtime = _runtime, None
+        _config_error, _config_error_reported = None, False
         if not keep_override:
             _destination_override = destinations
     if old is not None:
