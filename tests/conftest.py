@@ -17,6 +17,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 for _var in [v for v in os.environ if v.startswith("OTEL_EXPORTER_OTLP")]:
     os.environ.pop(_var)
 
+import flowtel  # noqa: E402
 from flowtel.tracing import _errors, _runtime  # noqa: E402
 from tests._servers.fixtures import *  # noqa: E402,F403
 from tests._servers.llm_fixtures import *  # noqa: E402,F403
@@ -56,3 +57,34 @@ def local_store_path(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.Monke
     monkeypatch.setenv("FLOWTEL_STORE_PATH", path)
     _runtime.reset()
     return path
+
+
+# -- LLM SDK integrations, each switched on for one test only ------------------------------------
+@pytest.fixture
+def openai_autolog() -> Iterator[None]:
+    pytest.importorskip("openai")
+    flowtel.openai.autolog()
+    try:
+        yield
+    finally:
+        flowtel.openai.autolog(disable=True)
+
+
+@pytest.fixture
+def anthropic_autolog() -> Iterator[None]:
+    pytest.importorskip("anthropic")
+    flowtel.anthropic.autolog()
+    try:
+        yield
+    finally:
+        flowtel.anthropic.autolog(disable=True)
+
+
+@pytest.fixture
+def langchain_autolog() -> Iterator[None]:
+    pytest.importorskip("langchain_core")
+    flowtel.langchain.autolog()
+    try:
+        yield
+    finally:
+        flowtel.langchain.autolog(disable=True)

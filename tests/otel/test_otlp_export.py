@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -225,26 +224,6 @@ WEATHER_TOOL = {
     "function": {"name": "get_weather", "description": "Weather of a city.",
                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
 }
-
-
-@pytest.fixture
-def openai_autolog() -> Iterator[None]:
-    pytest.importorskip("openai")
-    flowtel.openai.autolog()
-    try:
-        yield
-    finally:
-        flowtel.openai.autolog(disable=True)
-
-
-@pytest.fixture
-def anthropic_autolog() -> Iterator[None]:
-    pytest.importorskip("anthropic")
-    flowtel.anthropic.autolog()
-    try:
-        yield
-    finally:
-        flowtel.anthropic.autolog(disable=True)
 
 
 def _openai_agent(client: Any, llm_server: ScriptedLLMServer) -> None:
