@@ -44,6 +44,7 @@ from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
 from flowtel.exporters._http import HttpClient, HttpResponse, HttpSettings, TransportError
 from flowtel.exporters._otlp_encode import build_request, distributed_parent, span_from_otlp_dict
 from flowtel.tracing import _config
+from flowtel.tracing._config import ConfigError
 from flowtel.tracing._errors import report_internal_error
 from flowtel.tracing._exceptions import FlowtelException, InvalidParameterError, TraceNotFoundError
 from flowtel.tracing._experiments import UNRESOLVED_EXPERIMENT_PREFIX, Experiment, resolve_experiment_name
@@ -308,6 +309,23 @@ class MlflowExporter(TraceExporter):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_tracking_uri(cls, tracking_uri: str) -> MlflowExporter:
+        """The exporter (with its read side, ``.store``) for an ``http(s)://`` MLflow server,
+        configured by the ``MLFLOW_TRACKING_*`` environment variables. Does no I/O.
+
+        Raises:
+            ConfigError: the URI is not an http(s) URI, or a setting is invalid.
+        """
+        from flowtel.tracing._tracking import validate_tracking_uri
+
+        uri = validate_tracking_uri(tracking_uri)
+        if uri is None:
+            raise ConfigError("MlflowExporter.for_tracking_uri() needs an http(s):// MLflow server URI.")
+        exporter = create_mlflow_destination(uri).exporter
+        assert isinstance(exporter, cls)
+        return exporter
 
     # -- TraceExporter ----------------------------------------------------------------------
     def export(self, traces: Sequence[Trace]) -> ExportResult:

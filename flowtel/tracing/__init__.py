@@ -179,7 +179,7 @@ def set_destination(*exporters: Any) -> None:
     one never holds back the others), e.g.::
 
         flowtel.tracing.set_destination(
-            flowtel.exporters.MlflowExporter("http://127.0.0.1:5000"),
+            flowtel.exporters.MlflowExporter.for_tracking_uri("http://127.0.0.1:5000"),
             flowtel.exporters.OtlpExporter(endpoint="http://collector:4318"),
         )
 
