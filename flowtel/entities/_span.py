@@ -628,7 +628,10 @@ def _derived_log_level(span: Any, raw: dict[str, Any]) -> int:
     """MLflow's rule: ERROR after an exception, else INFO for model/tool spans, DEBUG otherwise."""
     if span.status.status_code is _OTEL_ERROR or any(e.name == "exception" for e in span.events):
         return SpanLogLevel.ERROR
-    return default_log_level(load_json(raw.get(SpanAttributeKey.SPAN_TYPE)))
+    encoded = raw.get(SpanAttributeKey.SPAN_TYPE)
+    if isinstance(encoded, str) and len(encoded) > 1 and encoded[0] == '"' == encoded[-1] and "\\" not in encoded:
+        return default_log_level(encoded[1:-1])  # a plain JSON string: no need to parse
+    return default_log_level(load_json(encoded))
 
 
 def span_size_bytes(span: Span) -> int:

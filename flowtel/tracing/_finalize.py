@@ -154,9 +154,9 @@ def _find_root(spans: list[Span], root_span_id: int) -> Span | None:
 
 
 def _raw(span: Span | None, key: str) -> str | None:
-    if span is None or not span._span.attributes:
+    if span is None:
         return None
-    value = span._span.attributes.get(key)
+    value = span._raw_attributes().get(key)
     return value if isinstance(value, str) else None
 
 
