@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from functools import cached_property
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.resources import Resource
@@ -100,9 +101,7 @@ class Span:
         cached = self.__dict__.get("_raw_cache")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        stored = self._span.attributes or {}
-        # BoundedAttributes iterates through a Python-level generator; its plain dict is 10x faster.
-        raw = dict(getattr(stored, "_dict", stored))
+        raw = dict(plain_attributes(self._span))
         if SpanAttributeKey.REQUEST_ID not in raw:
             raw[SpanAttributeKey.REQUEST_ID] = '"' + _ids.trace_id_from_otel(self._span.context.trace_id) + '"'
         if SpanAttributeKey.LOG_LEVEL not in raw and _is_flowtel_span(self._span):
@@ -606,6 +605,19 @@ def _links_from_dicts(links: list[dict[str, Any]], trace_id: int) -> list[Any]:
 
 
 _MAX_ATTRIBUTES = 1000  # flowtel's provider sets SpanLimits(max_attributes=1000)
+
+
+def plain_attributes(span: Any) -> Mapping[str, Any]:
+    """A span's attributes as a plain mapping, read without copying when possible.
+
+    ``ReadableSpan.attributes`` wraps OTel's BoundedAttributes in a MappingProxy, and iterating
+    either goes through Python-level generators; the dict underneath is several times faster.
+    """
+    stored = getattr(span, "_attributes", None)
+    inner = getattr(stored, "_dict", stored)
+    if isinstance(inner, dict):
+        return inner
+    return span.attributes or {}
 
 
 def _writable_attribute_dict(otel_span: Any) -> dict[str, Any] | None:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context
 
+from flowtel.entities._span import plain_attributes
 from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
 from flowtel.exporters._spool import (
     Spool,
@@ -267,14 +268,42 @@ class _Warner:
             self._detail = detail or self._detail
             now = time.monotonic()
             if self._last and now - self._last < _WARN_INTERVAL_S:
+                # Rate-limited, never silent: what piles up is said when the interval is over,
+                # even if nothing else happens by then (or earlier, at the next flush).
+                self._schedule_locked(_WARN_INTERVAL_S - (now - self._last))
                 return
-            message = self._message_locked()
-            self._dropped.clear()
-            self._spooled = 0
-            self._detail = ""
-            self._last = now
+            message = self._take_message_locked(now)
         if message:
             _logger.warning(message)
+
+    def emit_pending(self) -> None:
+        """Say now whatever is waiting for the end of the interval."""
+        with self._lock:
+            message = self._take_message_locked(time.monotonic())
+        if message:
+            _logger.warning(message)
+
+    def _take_message_locked(self, now: float) -> str:
+        message = self._message_locked()
+        self._dropped.clear()
+        self._spooled = 0
+        self._detail = ""
+        if message:
+            self._last = now
+        return message
+
+    def _schedule_locked(self, delay: float) -> None:
+        if getattr(self, "_timer", None) is not None:
+            return
+        timer = threading.Timer(max(delay, 0.0), self._timer_fired)
+        timer.daemon = True
+        self._timer: threading.Timer | None = timer
+        timer.start()
+
+    def _timer_fired(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.emit_pending()
 
     def _message_locked(self) -> str:
         parts = []
@@ -419,7 +448,9 @@ class DeliveryPipeline:
         deadline = _deadline(timeout)
         with self._lock:
             target = self._next_seq - 1
-            return self._wait_locked(lambda: self._min_outstanding_locked() > target, deadline)
+            done = self._wait_locked(lambda: self._min_outstanding_locked() > target, deadline)
+        self._warner.emit_pending()  # whoever waits for delivery hears about what was not delivered
+        return done
 
     def drain(self, timeout: float | None = None) -> bool:
         """Like :meth:`flush`, then also wait until the spool of this destination is empty.
@@ -1134,11 +1165,9 @@ def estimate_size(item: Any) -> int:
         total = _TRACE_OVERHEAD
         for span in record_of().finished.values():
             total += _SPAN_OVERHEAD
-            attributes = span.attributes
-            if attributes:
-                for value in attributes.values():
-                    total += len(value) if isinstance(value, str) else 16
-            total += len(span.events) * _EVENT_OVERHEAD
+            for value in plain_attributes(span).values():
+                total += len(value) if type(value) is str else 16
+            total += len(span._events if hasattr(span, "_events") else span.events) * _EVENT_OVERHEAD
         return total
     except Exception:  # noqa: BLE001 - an estimate must never cost the trace itself
         return _DEFAULT_SIZE
