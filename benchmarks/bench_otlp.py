@@ -46,9 +46,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CHILDREN = 9
-QUESTION = "What is the weather in Paris today, and should I take an umbrella? " * 2
-ANSWER = "It is sunny in Paris with 21 degrees; no umbrella needed. " * 3
+from _workload import ANSWER, CHILDREN, QUESTION, flowtel_agent  # noqa: E402,F401
 
 
 # -- clients (run in subprocesses) ---------------------------------------------------------------
@@ -78,20 +76,8 @@ def _client_flowtel(n: int, protocol: str, endpoint: str, gated: bool) -> dict[s
 
     flowtel.tracing.set_destination(Gated(OtlpExporter(endpoint, protocol=protocol)))
 
-    @flowtel.trace(span_type="TOOL")
-    def tool(i: int, j: int) -> str:
-        return f"{ANSWER} ({i}.{j})"
-
-    @flowtel.trace(span_type="AGENT")
-    def agent(i: int, question: str) -> dict[str, Any]:
-        return {"answer": [tool(i, j) for j in range(CHILDREN)][-1]}
-
-    def flush() -> dict[str, Any]:
-        flowtel.flush(timeout=3600)
-        stats = flowtel.get_delivery_stats()["destinations"][0]
-        return {"sent": stats["sent"], "dropped": stats["dropped"]}
-
-    return _run(n, lambda i: agent(i, QUESTION), flush, gate)
+    call, flush = flowtel_agent()
+    return _run(n, call, flush, gate)
 
 
 def _client_otel(n: int, protocol: str, endpoint: str, gated: bool) -> dict[str, Any]:
