@@ -12,7 +12,10 @@ from flowtel.entities._constants import TRACE_ID_PREFIX
 
 def trace_id_from_otel(otel_trace_id: int) -> str:
     """MLflow trace id (``tr-<32 hex>``) of an OTel trace id."""
-    return TRACE_ID_PREFIX + format(otel_trace_id, "032x")
+    return _TRACE_ID_FORMAT % otel_trace_id
+
+
+_TRACE_ID_FORMAT = TRACE_ID_PREFIX + "%032x"
 
 
 def otel_trace_id_from_mlflow(trace_id: str) -> int | None:
@@ -49,10 +52,19 @@ def is_base64(value: str) -> bool:
     return True
 
 
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def format_timestamp_ms(ms: int) -> str:
     """RFC 3339 UTC like protobuf's JSON mapping of a Timestamp at millisecond precision."""
     seconds, millis = divmod(ms, 1000)
-    text = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    global _last_second
+    last = _last_second  # traces come in time order: most share the second of the previous one
+    if last[0] == seconds:
+        text = last[1]
+    else:
+        text = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (seconds, text)
     return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
 
 

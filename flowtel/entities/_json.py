@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import json.encoder
 from typing import Any
 
 
@@ -27,6 +28,50 @@ def load_json(raw: Any) -> Any:
         return json.loads(raw)
     except (ValueError, TypeError):
         return raw
+
+
+# What ``json.dumps`` applies to every string (``ensure_ascii``, its default).
+_ESCAPE_STRING = json.encoder.encode_basestring_ascii
+# Control characters and DEL: escaped as \n, \u001f and the like.
+_ASCII_CONTROL = bytes(range(0x20)) + b"\x7f"
+
+
+def _escaped_len(text: str) -> int:
+    """``len(_ESCAPE_STRING(text))``: the quoted text, escapes included.
+
+    Long ASCII text without control characters (JSON payloads) grows by one backslash per
+    quote and per backslash; counting them is cheaper than building the escaped copy.
+    """
+    if len(text) > 256 and text.isascii():
+        data = text.encode("ascii")
+        if len(data.translate(None, _ASCII_CONTROL)) == len(data):
+            return len(data) + data.count(b'"') + data.count(b"\\") + 2
+    return len(_ESCAPE_STRING(text))
+
+
+def json_len(value: Any) -> int:
+    """``len(json.dumps(value))``, computed without encoding for scalars and string dicts.
+
+    ``json.dumps`` output is ASCII, so this is also its length in UTF-8 bytes (MLflow's sizes).
+    """
+    kind = type(value)
+    if kind is str:
+        return _escaped_len(value)
+    if kind is int:
+        return len(int.__repr__(value))
+    if value is None:
+        return 4
+    if kind is dict and value:
+        try:
+            keys, values = "".join(value), "".join(value.values())
+        except TypeError:  # a key or value that is not a string
+            return len(json.dumps(value))
+        # Escaping works character by character, so escaping the joined keys (values) gives the
+        # total length of escaping each one, less the quotes of n - 1 strings. With the ": "
+        # after each key, the ", " between items and the braces: {"k": "v", ...}.
+        n = len(value)
+        return _escaped_len(keys) + _escaped_len(values) + 8 * n - 4
+    return len(json.dumps(value))
 
 
 def _fallback(obj: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from functools import cached_property
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.resources import Resource
@@ -18,7 +18,7 @@ from opentelemetry.trace import StatusCode as OTelStatusCode
 
 from flowtel.entities import _hooks, _ids
 from flowtel.entities._constants import NO_OP_SPAN_TRACE_ID, SpanAttributeKey
-from flowtel.entities._json import dump_json, load_json
+from flowtel.entities._json import dump_json, json_len, load_json
 from flowtel.entities._span_event import SpanEvent
 from flowtel.entities._span_status import SpanStatus, SpanStatusCode
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 _EMPTY_RESOURCE = Resource.get_empty()
 _OTEL_ERROR = OTelStatusCode.ERROR
+_OTEL_UNSET = OTelStatusCode.UNSET
 _OTEL_OK_STATUS = OTelStatus(OTelStatusCode.OK)
 
 
@@ -103,7 +104,7 @@ class Span:
             return cached  # type: ignore[no-any-return]
         raw = dict(plain_attributes(self._span))
         if SpanAttributeKey.REQUEST_ID not in raw:
-            raw[SpanAttributeKey.REQUEST_ID] = '"' + _ids.trace_id_from_otel(self._span.context.trace_id) + '"'
+            raw[SpanAttributeKey.REQUEST_ID] = _request_id_json(self._span.context.trace_id)
         if SpanAttributeKey.LOG_LEVEL not in raw and _is_flowtel_span(self._span):
             raw[SpanAttributeKey.LOG_LEVEL] = str(_derived_log_level(self._span, raw))
         if type(self) is Span:
@@ -222,7 +223,7 @@ class Span:
         context = span.context
         parent = span.parent
         status = span.status
-        code = SpanStatus.from_otel_status(status).status_code
+        links = plain_links(span)
         return {
             "trace_id": _ids.encode_trace_id_b64(context.trace_id),
             "span_id": _ids.encode_span_id_b64(context.span_id),
@@ -230,21 +231,41 @@ class Span:
             "name": span.name,
             "start_time_unix_nano": span.start_time,
             "end_time_unix_nano": span.end_time,
-            "events": [
-                {
-                    "name": e.name,
-                    "time_unix_nano": e.timestamp,
-                    "attributes": dict(e.attributes or {}),
-                }
-                for e in span.events
-            ],
+            "events": _event_dicts(span),
             "status": {
-                "code": code.to_otel_proto_status_code_name(),
+                "code": _proto_status_code_name(status),
                 "message": status.description or "",
             },
             "attributes": dict(self._raw_attributes()),
-            "links": self.links,
+            "links": [_link_to_dict(link) for link in links] if links else [],
         }
+
+    def _json_size(self) -> int:
+        """``len(json.dumps(self.to_dict()))``, MLflow's measure of a span, in bytes.
+
+        Summed from the parts instead of building and encoding the dict: the ids have fixed
+        lengths, and escaping the joined attribute keys and values costs two C calls. The JSON
+        is ASCII (``ensure_ascii``), so its length in characters is its length in UTF-8 bytes.
+        """
+        if type(self) is not Span:
+            return len(json.dumps(self.to_dict()))
+        span = self._span
+        status = span.status
+        links = plain_links(span)
+        return (
+            _SPAN_JSON_SKELETON_LEN
+            + _TRACE_ID_B64_LEN
+            + _SPAN_ID_B64_LEN
+            + (_SPAN_ID_B64_LEN if span.parent else 2)  # "" becomes "<id>" or null
+            + json_len(span.name) - 2
+            + json_len(span.start_time) - 1
+            + json_len(span.end_time) - 1
+            + (len(json.dumps(_event_dicts(span))) - 2 if plain_events(span) else 0)
+            + len(_proto_status_code_name(status))
+            + (json_len(status.description) - 2 if status.description else 0)
+            + json_len(self._raw_attributes()) - 2
+            + (len(json.dumps([_link_to_dict(link) for link in links])) - 2 if links else 0)
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Span:
@@ -425,6 +446,30 @@ class LiveSpan(Span):
             span.set_status(_OTEL_OK_STATUS)
         _hooks.before_end(self)
         span.end(end_time=end_time_ns if end_time_ns is not None else _hooks.now_ns())
+
+    def _end_ok(self, outputs: Any, has_outputs: bool) -> None:
+        """``@trace``'s normal exit: record the outputs, status OK unless ERROR, end now.
+
+        The same as ``set_outputs(outputs); end()``, minus the SDK's per-call locking and
+        validation on the common path (a span flowtel's provider made, still open).
+        """
+        span = self._span
+        attrs = self._attrs
+        if attrs is None or span._end_time is not None:
+            if has_outputs:
+                self.set_outputs(outputs)
+            self.end()
+            return
+        if has_outputs:
+            raw = _ENCODE_ATTRIBUTE(SpanAttributeKey.OUTPUTS, outputs)
+            if len(attrs) < _MAX_ATTRIBUTES or SpanAttributeKey.OUTPUTS in attrs:
+                attrs[SpanAttributeKey.OUTPUTS] = raw
+            else:
+                span.set_attribute(SpanAttributeKey.OUTPUTS, raw)
+        if span._status.status_code is _OTEL_UNSET:
+            span._status = _OTEL_OK_STATUS
+        _hooks.before_end(self)
+        span.end(end_time=_hooks.now_ns())
 
     def to_immutable_span(self) -> Span:
         return Span(self._span)
@@ -620,13 +665,69 @@ def plain_attributes(span: Any) -> Mapping[str, Any]:
     return span.attributes or {}
 
 
+def plain_events(span: Any) -> Sequence[Any]:
+    """A finished span's events, read without the locked copy ``ReadableSpan.events`` makes."""
+    stored = getattr(span, "_events", None)
+    return () if stored is None else getattr(stored, "_dq", stored)  # BoundedList holds a deque
+
+
+def plain_links(span: Any) -> Sequence[Any]:
+    """A finished span's links, read without the locked copy ``ReadableSpan.links`` makes."""
+    stored = getattr(span, "_links", None)
+    return () if stored is None else getattr(stored, "_dq", stored)
+
+
+def _event_dicts(span: Any) -> list[dict[str, Any]]:
+    return [
+        {"name": e.name, "time_unix_nano": e.timestamp, "attributes": dict(e.attributes or {})}
+        for e in plain_events(span)
+    ]
+
+
+_PROTO_OK = SpanStatusCode.OK.to_otel_proto_status_code_name()
+_PROTO_ERROR = SpanStatusCode.ERROR.to_otel_proto_status_code_name()
+_PROTO_UNSET = SpanStatusCode.UNSET.to_otel_proto_status_code_name()
+
+
+def _proto_status_code_name(status: OTelStatus) -> str:
+    """``STATUS_CODE_OK`` etc., as ``SpanStatus.from_otel_status(status)`` would name it."""
+    code = status.status_code  # identity checks: hashing an Enum member runs Python code
+    return _PROTO_OK if code is OTelStatusCode.OK else _PROTO_ERROR if code is _OTEL_ERROR else _PROTO_UNSET
+
+
+_last_request_id: tuple[int, str] = (-1, "")
+
+
+def _request_id_json(otel_trace_id: int) -> str:
+    """The JSON-encoded MLflow trace id; the spans of a trace ask for the same one in a row."""
+    global _last_request_id
+    last = _last_request_id
+    if last[0] == otel_trace_id:
+        return last[1]
+    encoded = '"' + _ids.trace_id_from_otel(otel_trace_id) + '"'
+    _last_request_id = (otel_trace_id, encoded)
+    return encoded
+
+
+# -- JSON sizes ----------------------------------------------------------------------------------
+# JSON length of a span dict (see ``Span._build_dict``) whose variable parts are all empty: "",
+# 0, [] or {}. A span's size adds how much longer each of its parts is than the empty one.
+_SPAN_JSON_SKELETON_LEN = len(json.dumps({
+    "trace_id": "", "span_id": "", "parent_span_id": "", "name": "", "start_time_unix_nano": 0,
+    "end_time_unix_nano": 0, "events": [], "status": {"code": "", "message": ""},
+    "attributes": {}, "links": [],
+}))
+_TRACE_ID_B64_LEN = len(_ids.encode_trace_id_b64(0))
+_SPAN_ID_B64_LEN = len(_ids.encode_span_id_b64(0))
+
+
 def _writable_attribute_dict(otel_span: Any) -> dict[str, Any] | None:
     """The SDK span's attribute dict when this SDK version has the layout we rely on."""
     bounded = getattr(otel_span, "_attributes", None)
     target = getattr(bounded, "_dict", None)
     if isinstance(target, dict) and getattr(bounded, "maxlen", None) in (None, _MAX_ATTRIBUTES) and hasattr(
         otel_span, "_end_time"
-    ):
+    ) and isinstance(getattr(otel_span, "_status", None), OTelStatus):
         return target
     return None
 
@@ -638,7 +739,8 @@ def _is_flowtel_span(span: Any) -> bool:
 
 def _derived_log_level(span: Any, raw: dict[str, Any]) -> int:
     """MLflow's rule: ERROR after an exception, else INFO for model/tool spans, DEBUG otherwise."""
-    if span.status.status_code is _OTEL_ERROR or any(e.name == "exception" for e in span.events):
+    events = plain_events(span)
+    if span.status.status_code is _OTEL_ERROR or (events and any(e.name == "exception" for e in events)):
         return SpanLogLevel.ERROR
     encoded = raw.get(SpanAttributeKey.SPAN_TYPE)
     if isinstance(encoded, str) and len(encoded) > 1 and encoded[0] == '"' == encoded[-1] and "\\" not in encoded:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, StatusCode
 
 from flowtel.entities import Span, Trace, TraceData, TraceInfo, TraceLocation, TraceState
 from flowtel.entities._constants import (
@@ -18,7 +18,11 @@ from flowtel.entities._constants import (
     TraceTagKey,
 )
 from flowtel.entities._json import load_json
+from flowtel.entities._span import plain_attributes
 from flowtel.tracing._processor import TraceRecord
+
+# ``Trace(info, TraceData([])).to_json()`` is the info's JSON inside this text.
+_EMPTY_TRACE_JSON_EXTRA = len(json.dumps({"info": {}, "data": TraceData().to_dict()})) - len("{}")
 
 _TOKEN_KEYS = (
     "input_tokens", "output_tokens", "total_tokens", "cache_read_input_tokens",
@@ -99,10 +103,16 @@ def _detach_remote_parent(readable: list[ReadableSpan], root_span_id: int) -> Sp
 
 
 def add_size_stats(trace: Trace) -> None:
-    """``mlflow.trace.sizeStats`` / ``sizeBytes``, computed exactly as MLflow does."""
-    sizes = [len(json.dumps(s._to_dict_shared()).encode("utf-8")) for s in trace.data.spans]
-    empty = Trace(info=trace.info, data=TraceData(spans=[]))
-    total = sum(sizes) + len(empty.to_json().encode("utf-8")) + max(len(sizes) - 1, 0) * 2
+    """``mlflow.trace.sizeStats`` / ``sizeBytes``, with MLflow's exact figures.
+
+    MLflow measures ``json.dumps(span.to_dict())`` of each span and the JSON of the trace with
+    no spans; the same lengths are computed here without building and encoding the span dicts
+    (:meth:`Span._json_size`) or the empty trace (its JSON is the info's plus fixed text). All of
+    it is ASCII JSON, so lengths in characters are lengths in UTF-8 bytes.
+    """
+    sizes = [s._json_size() for s in trace.data.spans]
+    empty_trace_size = len(json.dumps(trace.info.to_dict())) + _EMPTY_TRACE_JSON_EXTRA
+    total = sum(sizes) + empty_trace_size + max(len(sizes) - 1, 0) * 2
     ordered = sorted(sizes)
     stats = {
         "total_size_bytes": total,
@@ -118,10 +128,15 @@ def add_size_stats(trace: Trace) -> None:
 
 def aggregate_token_usage(spans: list[Span]) -> dict[str, int] | None:
     """Sum usage over spans, skipping a span whose ancestor already reports usage (no double count)."""
-    by_id = {s.span_id: s for s in spans}
-    usage_of = {s.span_id: u for s in spans if isinstance(u := s.get_attribute(SpanAttributeKey.CHAT_USAGE), dict)}
+    key = SpanAttributeKey.CHAT_USAGE
+    # Most traces have no usage at all: look for the stored key before decoding anything.
+    with_usage = [s for s in spans if key in plain_attributes(s._span)]
+    if not with_usage:
+        return None
+    usage_of = {s.span_id: u for s in with_usage if isinstance(u := s.get_attribute(key), dict)}
     if not usage_of:
         return None
+    by_id = {s.span_id: s for s in spans}
     totals: dict[str, int] = {}
     for span_id, usage in usage_of.items():
         if _has_ancestor_with_usage(by_id, usage_of, span_id):
@@ -165,7 +180,7 @@ def _state(record: TraceRecord, root: Span | None) -> TraceState:
         return TraceState(record.state)
     if root is None:
         return TraceState.ERROR
-    return TraceState.ERROR if root.status.status_code.value == "ERROR" else TraceState.OK
+    return TraceState.ERROR if root._span.status.status_code is StatusCode.ERROR else TraceState.OK
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -187,15 +202,30 @@ def _percentile(ordered: list[int], q: float) -> int:
 def _request_preview(raw: str | None) -> str | None:
     if raw is None:
         return None
-    text = _last_message_text(load_json(raw), ("user",), request=True)
+    text = None
+    if _may_have_keys(raw, _REQUEST_KEYS):
+        text = _last_message_text(load_json(raw), ("user",), request=True)
     return _truncate(text if text is not None else raw, PREVIEW_MAX_CHARS)
 
 
 def _response_preview(raw: str | None) -> str | None:
     if raw is None:
         return None
-    text = _last_message_text(load_json(raw), ("assistant",), request=False)
+    text = None
+    if _may_have_keys(raw, _RESPONSE_KEYS):
+        text = _last_message_text(load_json(raw), ("assistant",), request=False)
     return _truncate(text if text is not None else raw, PREVIEW_MAX_CHARS)
+
+
+# The keys _last_message_text looks for, as they appear in JSON text.
+_REQUEST_KEYS = ('"messages"', '"input"', '"request"')
+_RESPONSE_KEYS = ('"choices"', '"output"')
+
+
+def _may_have_keys(raw: str, keys: tuple[str, ...]) -> bool:
+    """False when ``raw`` cannot decode to an object with one of ``keys``: the preview then
+    needs no parse. Keys written with ``\\u`` escapes count as possibly there."""
+    return raw.lstrip()[:1] == "{" and (any(key in raw for key in keys) or "\\u" in raw)
 
 
 def _last_message_text(value: Any, roles: tuple[str, ...], *, request: bool) -> str | None:

@@ -75,14 +75,22 @@ def _start_span(
     """Start an OTel span on flowtel's provider and wrap it. Never raises."""
     try:
         runtime = _runtime.get_runtime()
-        sampling = attributes.pop(SAMPLING_OVERRIDE_ATTRIBUTE, None)
-        otel_span = runtime.tracer.start_span(
-            name,
-            context=parent,
-            attributes={SAMPLING_OVERRIDE_ATTRIBUTE: sampling} if sampling is not None else None,
-            links=links,
-            start_time=start_time_ns if start_time_ns is not None else _clock.now_ns(),
-        )
+        sampling = attributes.pop(SAMPLING_OVERRIDE_ATTRIBUTE, None) if SAMPLING_OVERRIDE_ATTRIBUTE in attributes else None
+        start = start_time_ns if start_time_ns is not None else _clock.now_ns()
+        starter = runtime.starter
+        if starter is not None:
+            otel_span = starter.start(
+                name, parent, start,
+                attributes={SAMPLING_OVERRIDE_ATTRIBUTE: sampling} if sampling is not None else None, links=links,
+            )
+        else:
+            otel_span = runtime.tracer.start_span(
+                name,
+                context=parent,
+                attributes={SAMPLING_OVERRIDE_ATTRIBUTE: sampling} if sampling is not None else None,
+                links=links,
+                start_time=start,
+            )
         if not otel_span.is_recording():
             return NoOpSpan(otel_span)
         ctx = otel_span.get_span_context()
@@ -137,9 +145,10 @@ def _start_attributes(
 
 def _end_ok(span: LiveSpan | NoOpSpan, outputs: Any, has_outputs: bool = True) -> None:
     try:
-        if has_outputs and type(span) is LiveSpan:
-            span.set_outputs(outputs)
-        span.end()
+        if type(span) is LiveSpan:
+            span._end_ok(outputs, has_outputs)
+        else:
+            span.end()
     except Exception as exc:  # noqa: BLE001 - tracing must never break the user's call
         report_internal_error("span end", exc)
 

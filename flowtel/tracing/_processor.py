@@ -28,32 +28,67 @@ class TraceRecord:
     """Everything known about one trace while it is in progress in this process."""
 
     __slots__ = (
-        "otel_trace_id", "trace_id", "request_id_json", "root_span_id", "root_name",
-        "started", "finished", "open_spans", "live", "tags", "metadata", "client_request_id",
-        "request_preview", "response_preview", "state", "experiment_id", "assessments",
+        "otel_trace_id", "_trace_id", "root_span_id", "root_name",
+        "started", "finished", "open_spans", "live", "_tags", "_metadata", "client_request_id",
+        "request_preview", "response_preview", "state", "experiment_id", "_assessments",
         "start_monotonic", "remote_parent",
     )
 
     def __init__(self, otel_trace_id: int, root: SdkSpan, start_monotonic: float) -> None:
         self.otel_trace_id = otel_trace_id
-        self.trace_id = trace_id_from_otel(otel_trace_id)
-        self.request_id_json = '"' + self.trace_id + '"'
-        self.root_span_id = root.context.span_id
+        self._trace_id: str | None = None
+        context = root.context
+        self.root_span_id = context.span_id
         self.root_name = root.name
         self.remote_parent = root.parent is not None
-        self.started: list[int] = []
+        # The root counts as started and open from here (one lock round trip per new trace).
+        self.started: list[int] = [context.span_id]
         self.finished: dict[int, ReadableSpan] = {}
-        self.open_spans = 0
+        self.open_spans = 1
         self.live: dict[int, LiveSpan] = {}
-        self.tags: dict[str, str] = {}
-        self.metadata: dict[str, str] = {}
+        # Most traces never get tags, metadata or assessments: made on first use.
+        self._tags: dict[str, str] | None = None
+        self._metadata: dict[str, str] | None = None
         self.client_request_id: str | None = None
         self.request_preview: str | None = None
         self.response_preview: str | None = None
         self.state: str | None = None
         self.experiment_id: str | None = None
-        self.assessments: list[Any] = []
+        self._assessments: list[Any] | None = None
         self.start_monotonic = start_monotonic
+
+    @property
+    def tags(self) -> dict[str, str]:
+        tags = self._tags
+        if tags is None:
+            tags = self._tags = {}
+        return tags
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        metadata = self._metadata
+        if metadata is None:
+            metadata = self._metadata = {}
+        return metadata
+
+    @property
+    def assessments(self) -> list[Any]:
+        assessments = self._assessments
+        if assessments is None:
+            assessments = self._assessments = []
+        return assessments
+
+    @property
+    def trace_id(self) -> str:
+        """The MLflow id (``tr-<32 hex>``), formatted on first use."""
+        trace_id = self._trace_id
+        if trace_id is None:
+            trace_id = self._trace_id = trace_id_from_otel(self.otel_trace_id)
+        return trace_id
+
+    @property
+    def request_id_json(self) -> str:
+        return '"' + self.trace_id + '"'
 
     def spans_in_start_order(self) -> list[ReadableSpan]:
         return [self.finished[sid] for sid in self.started if sid in self.finished]
@@ -81,7 +116,7 @@ class TraceAssembler(SpanProcessor):
         self._lock = threading.Lock()
         self._traces: dict[int, TraceRecord] = {}
         self._thread_local = threading.local()
-        self.last_trace_id: str | None = None
+        self._last_otel_trace_id: int | None = None
         self.dropped_open_traces = 0
         # Ids of traces closed by the trace timeout: spans starting in them later are dropped
         # (counted), not delivered as a second, headless trace with the same id.
@@ -91,15 +126,19 @@ class TraceAssembler(SpanProcessor):
     # -- SpanProcessor ----------------------------------------------------------------------
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
         try:
-            tid = span.context.trace_id
-            record = self._traces.get(tid)
+            context = span.context
+            record = self._traces.get(context.trace_id)
             if record is None:
-                record = self._new_record(tid, span)
-                if record is None:
-                    return
+                self._new_record(context.trace_id, span)
+                return
             with self._lock:
-                record.open_spans += 1
-                record.started.append(span.context.span_id)
+                if self._traces.get(context.trace_id) is not record:  # completed meanwhile
+                    record = None
+                else:
+                    record.open_spans += 1
+                    record.started.append(context.span_id)
+            if record is None:
+                self._new_record(context.trace_id, span)
         except Exception as exc:  # noqa: BLE001 - OTel calls us from the user's thread
             report_internal_error("span processor on_start", exc)
 
@@ -118,8 +157,8 @@ class TraceAssembler(SpanProcessor):
                 if done:
                     del self._traces[tid]
             if sid == record.root_span_id:
-                self.last_trace_id = record.trace_id
-                self._thread_local.last_trace_id = record.trace_id
+                self._last_otel_trace_id = tid  # formatted when asked for
+                self._thread_local.last = tid
             if done:
                 self._on_trace(record)
         except Exception as exc:  # noqa: BLE001 - OTel calls us from the user's thread
@@ -135,8 +174,14 @@ class TraceAssembler(SpanProcessor):
     def record_for(self, otel_trace_id: int) -> TraceRecord | None:
         return self._traces.get(otel_trace_id)
 
+    @property
+    def last_trace_id(self) -> str | None:
+        tid = self._last_otel_trace_id
+        return None if tid is None else trace_id_from_otel(tid)
+
     def last_trace_id_of_thread(self) -> str | None:
-        return getattr(self._thread_local, "last_trace_id", None)
+        tid = getattr(self._thread_local, "last", None)
+        return None if tid is None else trace_id_from_otel(tid)
 
     def open_trace_count(self) -> int:
         return len(self._traces)
@@ -162,10 +207,13 @@ class TraceAssembler(SpanProcessor):
         self._traces = {}
 
     def _new_record(self, tid: int, span: SdkSpan) -> TraceRecord | None:
+        """Open the record of a new trace with ``span`` as its first (open) span."""
         record = TraceRecord(tid, span, self._monotonic())
         with self._lock:
             existing = self._traces.get(tid)
-            if existing is not None:
+            if existing is not None:  # another thread opened it first: join it
+                existing.open_spans += 1
+                existing.started.append(span.context.span_id)
                 return existing
             if tid in self._expired:
                 self.late_spans += 1

@@ -25,6 +25,7 @@ from flowtel.tracing._errors import report_internal_error
 from flowtel.tracing._finalize import finalize
 from flowtel.tracing._processor import TraceAssembler, TraceRecord
 from flowtel.tracing._sampling import make_sampler, trace_id_sampled
+from flowtel.tracing._spans import SpanStarter
 from flowtel.tracing._timeouts import TraceTimeouts, resolve_timeout
 
 if TYPE_CHECKING:
@@ -56,9 +57,10 @@ class Destination:
 class PendingTrace:
     """A finished trace on its way to the destinations; finalised once, on first need."""
 
-    __slots__ = ("trace_id", "_record", "_runtime", "_trace", "_lock", "_refs")
+    __slots__ = ("trace_id", "_record", "_runtime", "_trace", "_lock", "_refs", "size_estimate")
 
     def __init__(self, record: TraceRecord, runtime: Runtime, refs: int) -> None:
+        self.size_estimate: int | None = None  # the delivery pipelines' memory estimate
         self.trace_id = record.trace_id
         self._record = record
         self._runtime = runtime
@@ -98,7 +100,9 @@ class Runtime:
     experiment_id_resolver: Callable[[], str] = lambda: "0"
     timeouts: TraceTimeouts | None = None
     root_sampler: Any = None
+    starter: SpanStarter | None = None
     sampled_out: int = 0
+    _pipelines: tuple[Any, ...] | None = None  # of destinations, fixed for the runtime's life
     _env_metadata: dict[str, str] | None = None
 
     def experiment_id(self) -> str:
@@ -126,7 +130,9 @@ class Runtime:
         if self.root_sampler is not None and self.root_sampler.keep_errors and not _keep(record, self.root_sampler):
             self.sampled_out += 1
             return
-        pipelines = [d.pipeline for d in self.destinations if d.pipeline is not None]
+        pipelines = self._pipelines
+        if pipelines is None:
+            pipelines = self._pipelines = tuple(d.pipeline for d in self.destinations if d.pipeline is not None)
         pending = PendingTrace(record, self, refs=max(len(pipelines), 1))
         self.pending[record.trace_id] = pending
         if not pipelines:
@@ -136,10 +142,13 @@ class Runtime:
             pipeline.submit(pending)
 
     def on_root_start(self, record: TraceRecord) -> None:
-        _apply_scope(record)
+        scope = _scope.current.get()
+        if scope.tags or scope.metadata:
+            _apply_scope(record, scope)
         _experiments.on_root_start(record)
-        if self.timeouts is not None:
-            self.timeouts.on_root_start(record)
+        timeouts = self.timeouts
+        if timeouts is not None and timeouts._thread is None:
+            timeouts.on_root_start(record)
 
     def flush(self, timeout: float | None = None) -> bool:
         # One deadline for all: pipelines work in parallel, so waiting on them in turn is fine.
@@ -254,7 +263,7 @@ def _build_runtime() -> Runtime:
     )
     holder: dict[str, Runtime] = {}
     assembler = TraceAssembler(
-        lambda record: holder["rt"].hand_off(record),
+        lambda record: holder["rt"].hand_off(record),  # both re-bound to the runtime below
         on_root_start=lambda record: holder["rt"].on_root_start(record),
         max_open_traces=max_open,
         monotonic=lambda: _clock.monotonic(),
@@ -268,11 +277,13 @@ def _build_runtime() -> Runtime:
         experiment_id_resolver=lambda: _experiments.resolve_default_experiment_id(holder["rt"]),
         root_sampler=root_sampler,
     )
+    runtime.starter = SpanStarter(provider, runtime.tracer, always_sample=ratio >= 1.0)
     runtime.timeouts = TraceTimeouts(
         assembler, runtime.hand_off, timeout=resolve_timeout(),
         monotonic=lambda: _clock.monotonic(), now_ns=lambda: _clock.now_ns(),
     )
     holder["rt"] = runtime
+    assembler._on_trace, assembler._on_root_start = runtime.hand_off, runtime.on_root_start
     return runtime
 
 
@@ -285,9 +296,8 @@ def _keep(record: TraceRecord, root_sampler: Any) -> bool:
     return root is not None and root.status.status_code.name == "ERROR"
 
 
-def _apply_scope(record: TraceRecord) -> None:
+def _apply_scope(record: TraceRecord, scope: Any) -> None:
     """Tags and metadata of ``flowtel.tracing.context(...)`` blocks apply to traces started there."""
-    scope = _scope.current.get()
     if scope.tags:
         record.tags.update(scope.tags)
     if scope.metadata:
@@ -359,6 +369,8 @@ def _after_fork_in_child() -> None:
     if runtime is not None:
         runtime.pending.clear()
         runtime.assembler.after_fork_in_child()
+        if runtime.timeouts is not None:
+            runtime.timeouts.after_fork_in_child()
 
 
 atexit.register(_drain_at_exit)

@@ -82,9 +82,14 @@ class TraceTimeouts:
         self._pid = os.getpid()
 
     def on_root_start(self, record: TraceRecord) -> None:
-        """Called on the user's thread for every new trace: only starts the watcher once."""
-        if self._thread is None or self._pid != os.getpid():
+        """Called on the user's thread for every new trace: only starts the watcher once
+        (a forked child is reset by :meth:`after_fork_in_child`; no ``getpid`` syscall here)."""
+        if self._thread is None:
             self._start()
+
+    def after_fork_in_child(self) -> None:
+        """The parent's watcher thread (and lock holder) does not exist in a forked child."""
+        self._pid, self._thread, self._stop, self._lock = os.getpid(), None, threading.Event(), threading.Lock()
 
     def check(self) -> int:
         """Close every trace open longer than the timeout now; returns how many were closed."""

@@ -1,0 +1,153 @@
+"""flowtel's direct span construction gives exactly what the OTel SDK's Tracer.start_span gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+from flowtel.tracing._sampling import make_sampler
+from flowtel.tracing._spans import SpanStarter
+
+
+class _Recorder(SpanProcessor):
+    def __init__(self) -> None:
+        self.started: list[tuple[Any, Any]] = []
+        self.ended: list[ReadableSpan] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started.append((span, parent_context))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+class _FixedIds:
+    """Same ids for both paths, so whole span contexts can be compared."""
+
+    def __init__(self) -> None:
+        self.trace_ids = iter(range(0xA0, 0xFFFF))
+        self.span_ids = iter(range(0xB0, 0xFFFF))
+
+    def generate_trace_id(self) -> int:
+        return next(self.trace_ids)
+
+    def generate_span_id(self) -> int:
+        return next(self.span_ids)
+
+
+def _provider(ratio: float = 1.0) -> tuple[TracerProvider, _Recorder]:
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+    class Ids(IdGenerator):
+        def __init__(self) -> None:
+            self.fixed = _FixedIds()
+
+        def generate_trace_id(self) -> int:
+            return self.fixed.generate_trace_id()
+
+        def generate_span_id(self) -> int:
+            return self.fixed.generate_span_id()
+
+    provider = TracerProvider(
+        sampler=make_sampler(ratio)[0], id_generator=Ids(),
+        span_limits=SpanLimits(max_attributes=1000, max_attribute_length=SpanLimits.UNSET,
+                               max_span_attribute_length=SpanLimits.UNSET),
+    )
+    recorder = _Recorder()
+    provider.add_span_processor(recorder)
+    return provider, recorder
+
+
+def _shape(span: ReadableSpan) -> dict[str, Any]:
+    return {
+        "name": span.name, "context": span.context, "flags": int(span.context.trace_flags),
+        "trace_state": span.context.trace_state.to_header(), "parent": span.parent, "kind": span.kind,
+        "resource": span.resource.attributes, "scope": span.instrumentation_scope,
+        "attributes": dict(span.attributes or {}), "links": list(span.links), "events": list(span.events),
+        "status": span.status.status_code, "start": span.start_time, "end": span.end_time,
+    }
+
+
+def _both(parent_ctx: otel_context.Context | None) -> tuple[dict[str, Any], dict[str, Any], SpanStarter]:
+    shapes = []
+    starter = None
+    for fast in (False, True):
+        provider, recorder = _provider()
+        tracer = provider.get_tracer("flowtel", "1")
+        starter = SpanStarter(provider, tracer, always_sample=True)
+        if fast:
+            span = starter.start("op", parent_ctx, 1_000)
+        else:
+            span = tracer.start_span("op", context=parent_ctx, start_time=1_000)
+        assert recorder.started[0][0] is span
+        assert recorder.started[0][1] is parent_ctx
+        span.end(end_time=2_000)
+        shapes.append(_shape(recorder.ended[0]))
+    assert starter is not None
+    return shapes[0], shapes[1], starter
+
+
+def test_fast_path_is_taken_with_this_sdk() -> None:
+    provider, _ = _provider()
+    assert SpanStarter(provider, provider.get_tracer("flowtel"), always_sample=True).fast
+
+
+def test_root_span_matches_the_sdk() -> None:
+    slow, fast, _ = _both(None)
+    assert fast == slow
+    assert fast["parent"] is None
+
+
+def test_child_of_sampled_parent_with_trace_state_matches_the_sdk() -> None:
+    parent = SpanContext(0x1234, 0x99, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                         trace_state=TraceState([("vendor", "v1")]))
+    ctx = otel_trace.set_span_in_context(NonRecordingSpan(parent))
+    slow, fast, _ = _both(ctx)
+    assert fast == slow
+    assert fast["context"].trace_id == 0x1234
+    assert fast["trace_state"] == "vendor=v1"
+
+
+def test_child_of_current_context_matches_the_sdk() -> None:
+    parent = SpanContext(0x77, 0x88, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    token = otel_context.attach(otel_trace.set_span_in_context(NonRecordingSpan(parent)))
+    try:
+        slow, fast, _ = _both(None)
+    finally:
+        otel_context.detach(token)
+    assert fast == slow
+    assert fast["parent"] == parent
+
+
+def test_unsampled_parent_is_left_to_the_sampler() -> None:
+    parent = SpanContext(0x55, 0x66, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    provider, recorder = _provider()
+    starter = SpanStarter(provider, provider.get_tracer("flowtel"), always_sample=True)
+    span = starter.start("op", otel_trace.set_span_in_context(NonRecordingSpan(parent)), 1_000)
+    assert not span.is_recording()
+    assert recorder.started == []
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.5])
+def test_ratio_sampling_goes_through_the_sampler(ratio: float) -> None:
+    provider, _ = _provider(ratio)
+    starter = SpanStarter(provider, provider.get_tracer("flowtel"), always_sample=ratio >= 1.0)
+    assert not starter.fast
+    span = starter.start("op", None, 1_000)
+    if ratio == 0.0:
+        assert not span.is_recording()
+
+
+def test_more_processors_are_all_called() -> None:
+    provider, first = _provider()
+    second = _Recorder()
+    provider.add_span_processor(second)
+    starter = SpanStarter(provider, provider.get_tracer("flowtel"), always_sample=True)
+    span = starter.start("op", None, 1_000)
+    span.end(end_time=2_000)
+    assert len(first.ended) == len(second.ended) == 1
