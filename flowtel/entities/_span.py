@@ -461,11 +461,7 @@ class LiveSpan(Span):
             self.end()
             return
         if has_outputs:
-            raw = _ENCODE_ATTRIBUTE(SpanAttributeKey.OUTPUTS, outputs)
-            if len(attrs) < _MAX_ATTRIBUTES or SpanAttributeKey.OUTPUTS in attrs:
-                attrs[SpanAttributeKey.OUTPUTS] = raw
-            else:
-                span.set_attribute(SpanAttributeKey.OUTPUTS, raw)
+            self._set_raw(SpanAttributeKey.OUTPUTS, _ENCODE_ATTRIBUTE(SpanAttributeKey.OUTPUTS, outputs))
         if span._status.status_code is _OTEL_UNSET:
             span._status = _OTEL_OK_STATUS
         _hooks.before_end(self)

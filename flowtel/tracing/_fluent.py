@@ -75,22 +75,17 @@ def _start_span(
     """Start an OTel span on flowtel's provider and wrap it. Never raises."""
     try:
         runtime = _runtime.get_runtime()
-        sampling = attributes.pop(SAMPLING_OVERRIDE_ATTRIBUTE, None) if SAMPLING_OVERRIDE_ATTRIBUTE in attributes else None
-        start = start_time_ns if start_time_ns is not None else _clock.now_ns()
-        starter = runtime.starter
-        if starter is not None:
-            otel_span = starter.start(
-                name, parent, start,
-                attributes={SAMPLING_OVERRIDE_ATTRIBUTE: sampling} if sampling is not None else None, links=links,
-            )
-        else:
-            otel_span = runtime.tracer.start_span(
-                name,
-                context=parent,
-                attributes={SAMPLING_OVERRIDE_ATTRIBUTE: sampling} if sampling is not None else None,
-                links=links,
-                start_time=start,
-            )
+        # The sampler's per-root override travels as a start attribute; everything else is
+        # written into the span directly by LiveSpan below.
+        sampling = (
+            {SAMPLING_OVERRIDE_ATTRIBUTE: attributes.pop(SAMPLING_OVERRIDE_ATTRIBUTE)}
+            if SAMPLING_OVERRIDE_ATTRIBUTE in attributes else None
+        )
+        assert runtime.starter is not None  # set by Runtime.__post_init__
+        otel_span = runtime.starter.start(
+            name, parent, start_time_ns if start_time_ns is not None else _clock.now_ns(),
+            attributes=sampling, links=links,
+        )
         if not otel_span.is_recording():
             return NoOpSpan(otel_span)
         ctx = otel_span.get_span_context()

@@ -123,6 +123,11 @@ class TraceAssembler(SpanProcessor):
         self._expired: dict[int, None] = {}
         self.late_spans = 0
 
+    def connect(self, on_trace: Callable[[TraceRecord], None], *,
+                on_root_start: Callable[[TraceRecord], None] | None = None) -> None:
+        """Set where finished traces and new roots go (when they are known only after construction)."""
+        self._on_trace, self._on_root_start = on_trace, on_root_start
+
     # -- SpanProcessor ----------------------------------------------------------------------
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
         try:

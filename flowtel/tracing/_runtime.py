@@ -105,6 +105,10 @@ class Runtime:
     _pipelines: tuple[Any, ...] | None = None  # of destinations, fixed for the runtime's life
     _env_metadata: dict[str, str] | None = None
 
+    def __post_init__(self) -> None:
+        if self.starter is None:  # a runtime built without one: the SDK's own start_span throughout
+            self.starter = SpanStarter(self.provider, self.tracer, always_sample=False)
+
     def experiment_id(self) -> str:
         return self.experiment_id_resolver()
 
@@ -146,9 +150,8 @@ class Runtime:
         if scope.tags or scope.metadata:
             _apply_scope(record, scope)
         _experiments.on_root_start(record)
-        timeouts = self.timeouts
-        if timeouts is not None and timeouts._thread is None:
-            timeouts.on_root_start(record)
+        if self.timeouts is not None:
+            self.timeouts.on_root_start(record)
 
     def flush(self, timeout: float | None = None) -> bool:
         # One deadline for all: pipelines work in parallel, so waiting on them in turn is fine.
@@ -263,28 +266,32 @@ def _build_runtime() -> Runtime:
     )
     holder: dict[str, Runtime] = {}
     assembler = TraceAssembler(
-        lambda record: holder["rt"].hand_off(record),  # both re-bound to the runtime below
-        on_root_start=lambda record: holder["rt"].on_root_start(record),
+        _unconnected,  # connected to the runtime below
         max_open_traces=max_open,
         monotonic=lambda: _clock.monotonic(),
     )
     provider.add_span_processor(assembler)
+    tracer = provider.get_tracer("flowtel", __version__)
     runtime = Runtime(
         provider=provider,
-        tracer=provider.get_tracer("flowtel", __version__),
+        tracer=tracer,
         assembler=assembler,
         destinations=_with_pipelines(destinations),
         experiment_id_resolver=lambda: _experiments.resolve_default_experiment_id(holder["rt"]),
         root_sampler=root_sampler,
+        starter=SpanStarter(provider, tracer, always_sample=ratio >= 1.0),
     )
-    runtime.starter = SpanStarter(provider, runtime.tracer, always_sample=ratio >= 1.0)
     runtime.timeouts = TraceTimeouts(
         assembler, runtime.hand_off, timeout=resolve_timeout(),
         monotonic=lambda: _clock.monotonic(), now_ns=lambda: _clock.now_ns(),
     )
     holder["rt"] = runtime
-    assembler._on_trace, assembler._on_root_start = runtime.hand_off, runtime.on_root_start
+    assembler.connect(runtime.hand_off, on_root_start=runtime.on_root_start)
     return runtime
+
+
+def _unconnected(record: TraceRecord) -> None:
+    raise RuntimeError("TraceAssembler used before connect()")
 
 
 def _keep(record: TraceRecord, root_sampler: Any) -> bool:

@@ -13,7 +13,6 @@ The check never runs on the user's thread; the thread starts with the first trac
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
@@ -79,7 +78,6 @@ class TraceTimeouts:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
 
     def on_root_start(self, record: TraceRecord) -> None:
         """Called on the user's thread for every new trace: only starts the watcher once
@@ -89,7 +87,7 @@ class TraceTimeouts:
 
     def after_fork_in_child(self) -> None:
         """The parent's watcher thread (and lock holder) does not exist in a forked child."""
-        self._pid, self._thread, self._stop, self._lock = os.getpid(), None, threading.Event(), threading.Lock()
+        self._thread, self._stop, self._lock = None, threading.Event(), threading.Lock()
 
     def check(self) -> int:
         """Close every trace open longer than the timeout now; returns how many were closed."""
@@ -103,8 +101,6 @@ class TraceTimeouts:
         self._stop.set()
 
     def _start(self) -> None:
-        if self._pid != os.getpid():  # forked child: the parent's thread (and lock holder) is gone
-            self._pid, self._thread, self._stop, self._lock = os.getpid(), None, threading.Event(), threading.Lock()
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
