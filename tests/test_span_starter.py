@@ -68,7 +68,8 @@ def _shape(span: ReadableSpan) -> dict[str, Any]:
         "name": span.name, "context": span.context, "flags": int(span.context.trace_flags),
         "trace_state": span.context.trace_state.to_header(), "parent": span.parent, "kind": span.kind,
         "resource": span.resource.attributes, "scope": span.instrumentation_scope,
-        "attributes": dict(span.attributes or {}), "links": list(span.links), "events": list(span.events),
+        "attributes": dict(span.attributes or {}), "links": list(span.links),
+        "events": [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events],
         "status": span.status.status_code, "start": span.start_time, "end": span.end_time,
     }
 
@@ -151,3 +152,86 @@ def test_more_processors_are_all_called() -> None:
     span = starter.start("op", None, 1_000)
     span.end(end_time=2_000)
     assert len(first.ended) == len(second.ended) == 1
+
+
+def test_direct_end_gives_the_processor_what_the_sdk_end_gives() -> None:
+    """LiveSpan's direct end hands the ended SDK span itself to the processor (no snapshot copy):
+    everything a processor or exporter reads must equal what the SDK's own end() delivers."""
+    from flowtel.entities import LiveSpan, SpanEvent
+
+    shapes = []
+    for direct in (False, True):
+        provider, recorder = _provider()
+        starter = SpanStarter(provider, provider.get_tracer("flowtel", "1"), always_sample=True)
+        span = starter.start("op", None, 1_000)
+        live = LiveSpan(span, None, "TOOL", direct=direct)
+        live.set_attribute("k", {"v": 1})
+        live.add_event(SpanEvent("note", timestamp=1_500, attributes={"a": 1}))
+        live.end(outputs="done", end_time_ns=2_000)
+        live.end(outputs="ignored", end_time_ns=3_000)  # a second end changes nothing
+        (ended,) = recorder.ended
+        assert (ended is span) == direct
+        assert not span.is_recording()
+        live.set_attribute("after", 1)  # ignored once ended, on both paths
+        shapes.append(_shape(ended))
+    assert shapes[0] == shapes[1]
+    assert shapes[1]["end"] == 2_000 and shapes[1]["attributes"]["mlflow.spanOutputs"] == '"done"'
+
+
+def test_template_built_spans_have_the_sdk_layout_and_behave_alike() -> None:
+    """Spans built from the template (a sole processor, as in flowtel's runtime) carry exactly
+    the fields, containers and locks the SDK's constructor gives, and the SDK's own methods work
+    on them the same way."""
+    from opentelemetry.trace import Link, Status, StatusCode
+
+    spans = []
+    provider, recorder = _provider()
+    tracer = provider.get_tracer("flowtel", "1")
+    starter = SpanStarter(provider, tracer, always_sample=True)
+    assert starter._template is not None  # this SDK's layout is the one known
+    for fast in (False, True):
+        recorder.ended.clear()
+        span = starter.start("op", None, 1_000) if fast else tracer.start_span("op", start_time=1_000)
+        spans.append(span)
+
+        span.set_attribute("a", "1")
+        span.set_attributes({"b": 2})
+        span.add_event("e", {"x": 1}, timestamp=1_100)
+        span.add_link(SpanContext(0x9, 0x8, is_remote=False), {"l": True})
+        span.update_name("renamed")
+        span.set_status(Status(StatusCode.OK))
+        span.end(end_time=2_000)
+        span.set_attribute("late", "ignored")
+        (ended,) = recorder.ended
+        assert _shape(ended)["attributes"] == {"a": "1", "b": 2}
+
+    slow, fast_span = spans
+    per_span = {"_lock", "_attributes", "_events", "_links", "_context", "_span_processor", "_status"}
+    assert fast_span._status.status_code == slow._status.status_code
+    # The SDK hands its multi-processor to the span; the template, the sole processor itself.
+    assert fast_span._span_processor is provider._active_span_processor._span_processors[0]
+    assert set(vars(fast_span)) == set(vars(slow))
+    assert {k: v for k, v in vars(fast_span).items() if k not in per_span} == {
+        k: v for k, v in vars(slow).items() if k not in per_span}
+    for name in ("_lock",):
+        assert type(getattr(fast_span, name)) is type(getattr(slow, name))
+    for container in ("_attributes", "_events", "_links"):
+        f, s = getattr(fast_span, container), getattr(slow, container)
+        assert type(f) is type(s) and set(vars(f)) == set(vars(s))
+        assert type(f._lock) is type(s._lock)
+        assert f is not getattr(spans[0], container)
+    assert fast_span._attributes.maxlen == slow._attributes.maxlen
+    assert fast_span._events._dq.maxlen == slow._events._dq.maxlen
+    assert fast_span._links._dq.maxlen == slow._links._dq.maxlen
+    assert [lk.attributes for lk in fast_span.links] == [lk.attributes for lk in slow.links]
+    assert _shape(fast_span) | {"context": None, "links": None} == _shape(slow) | {"context": None, "links": None}
+
+
+def test_two_template_spans_share_no_state() -> None:
+    provider, _ = _provider()
+    starter = SpanStarter(provider, provider.get_tracer("flowtel"), always_sample=True)
+    first, second = starter.start("a", None, 1), starter.start("b", None, 2)
+    first.set_attribute("only", "first")
+    first.add_event("only-first")
+    assert dict(second.attributes or {}) == {} and list(second.events) == []
+    assert first._lock is not second._lock and first._attributes._lock is not second._attributes._lock

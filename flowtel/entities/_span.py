@@ -340,15 +340,23 @@ class LiveSpan(Span):
     Not meant to be shared between threads while it is being mutated.
     """
 
-    def __init__(self, otel_span: OTelSdkSpan, trace_id: str, span_type: str = SpanType.UNKNOWN):
+    def __init__(self, otel_span: OTelSdkSpan, trace_id: str | None = None, span_type: str = SpanType.UNKNOWN,
+                 *, direct: bool = False):
         self._span = otel_span
         self._trace_id = trace_id
         self._span_type = span_type
         self._attrs = _writable_attribute_dict(otel_span)
+        # ``direct``: the SDK span was built by flowtel's span starter with flowtel's trace
+        # assembler as its only processor. It then ends without the SDK's snapshot copy, and
+        # immutable values may be encoded later, off the caller's thread (see ``_defer``).
+        self._direct = direct and self._attrs is not None
 
     @property
     def trace_id(self) -> str:  # type: ignore[override]
-        return self._trace_id
+        trace_id = self._trace_id
+        if trace_id is None:  # formatted on first use: most spans are never asked
+            trace_id = self._trace_id = _ids.trace_id_from_otel(self._span.context.trace_id)
+        return trace_id
 
     @property
     def span_type(self) -> str | None:
@@ -394,6 +402,50 @@ class LiveSpan(Span):
             attrs[key] = raw
         elif self._span.is_recording():
             self._span.set_attribute(key, raw)
+
+    def _defer(self, key: str, value: Any, token: Any) -> None:
+        """Record ``value`` (immutable: str, int, float, bool or None, or a fresh dict of them)
+        under ``key``, encoded when the span is first read -- in practice by the delivery worker.
+
+        The attribute dict holds the :data:`DEFERRED` marker meanwhile, which keeps the key's
+        position and counts against the attribute limit; :func:`materialize` swaps it for the
+        encoding (``token`` is the capture policy to encode with). Any later write to the key
+        replaces the marker, and the deferred value is then ignored.
+        """
+        attrs = self._attrs
+        span = self._span
+        if self._direct and attrs is not None and span._end_time is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
+            deferred = span.__dict__.get(_DEFERRED_SLOT)
+            if deferred is None:
+                setattr(span, _DEFERRED_SLOT, {key: (value, token)})
+            else:
+                deferred[key] = (value, token)
+            attrs[key] = DEFERRED
+        else:
+            self._set_raw(key, _ENCODE_DEFERRED(key, value, token))
+
+    def _finish(self, end_time: int) -> None:
+        """End the SDK span at ``end_time``.
+
+        A direct span is handed to the assembler as it is: the SDK's ``end`` would build a
+        ``ReadableSpan`` copy of it for the processors, but the ended span is itself a
+        ``ReadableSpan`` and nothing can change it any more (every SDK setter, and flowtel's own,
+        checks the end time).
+        """
+        span = self._span
+        if not self._direct:
+            materialize(span)  # (nothing deferred on these; kept for safety)
+            span.end(end_time=end_time)
+            return
+        with span._lock:
+            if span._end_time is not None:
+                return
+            span._end_time = end_time
+            span._attributes._immutable = True
+        record_end_metrics = span._record_end_metrics
+        if record_end_metrics is not None:
+            record_end_metrics()
+        span._span_processor.on_end(span)
 
     def _set_raw_many(self, raw: dict[str, str]) -> None:
         attrs = self._attrs
@@ -445,13 +497,15 @@ class LiveSpan(Span):
         if span.status.status_code is not _OTEL_ERROR:
             span.set_status(_OTEL_OK_STATUS)
         _hooks.before_end(self)
-        span.end(end_time=end_time_ns if end_time_ns is not None else _hooks.now_ns())
+        self._finish(end_time_ns if end_time_ns is not None else _hooks.now_ns())
 
-    def _end_ok(self, outputs: Any, has_outputs: bool) -> None:
+    def _end_ok(self, outputs: Any, has_outputs: bool, defer_token: Any = None) -> None:
         """``@trace``'s normal exit: record the outputs, status OK unless ERROR, end now.
 
         The same as ``set_outputs(outputs); end()``, minus the SDK's per-call locking and
-        validation on the common path (a span flowtel's provider made, still open).
+        validation on the common path (a span flowtel's provider made, still open). With a
+        ``defer_token`` (the capture policy; the caller checked that ``outputs`` is immutable)
+        the outputs are encoded later, see :meth:`_defer`.
         """
         span = self._span
         attrs = self._attrs
@@ -461,11 +515,14 @@ class LiveSpan(Span):
             self.end()
             return
         if has_outputs:
-            self._set_raw(SpanAttributeKey.OUTPUTS, _ENCODE_ATTRIBUTE(SpanAttributeKey.OUTPUTS, outputs))
+            if defer_token is not None:
+                self._defer(SpanAttributeKey.OUTPUTS, outputs, defer_token)
+            else:
+                self._set_raw(SpanAttributeKey.OUTPUTS, _ENCODE_ATTRIBUTE(SpanAttributeKey.OUTPUTS, outputs))
         if span._status.status_code is _OTEL_UNSET:
             span._status = _OTEL_OK_STATUS
         _hooks.before_end(self)
-        span.end(end_time=_hooks.now_ns())
+        self._finish(_hooks.now_ns())
 
     def to_immutable_span(self) -> Span:
         return Span(self._span)
@@ -570,9 +627,46 @@ _EVENT_ATTRIBUTES: Any = None  # set below
 _STATUS_DESCRIPTION: Any = _plain_status_description
 
 
-def set_capture_hooks(encode_attribute: Any, event_attributes: Any, status_description: Any) -> None:
-    global _ENCODE_ATTRIBUTE, _EVENT_ATTRIBUTES, _STATUS_DESCRIPTION
+_ENCODE_DEFERRED: Any = lambda key, value, token: _ENCODE_ATTRIBUTE(key, value)  # noqa: E731
+
+
+def set_capture_hooks(encode_attribute: Any, event_attributes: Any, status_description: Any,
+                      encode_deferred: Any = None) -> None:
+    global _ENCODE_ATTRIBUTE, _EVENT_ATTRIBUTES, _STATUS_DESCRIPTION, _ENCODE_DEFERRED
     _ENCODE_ATTRIBUTE, _EVENT_ATTRIBUTES, _STATUS_DESCRIPTION = encode_attribute, event_attributes, status_description
+    if encode_deferred is not None:
+        _ENCODE_DEFERRED = encode_deferred
+
+
+# -- values encoded off the caller's thread --------------------------------------------------------
+# The marker a deferred value holds in the attribute dict until it is encoded: a str (a valid
+# attribute value) recognised by identity, never by equality, so no user value can pass for it.
+DEFERRED = "".join(('"', "[flowtel: not yet encoded]", '"'))
+_DEFERRED_SLOT = "_flowtel_deferred"  # on the SDK span: {key: (value, token)}
+
+
+def materialize(span: Any, *, final: bool = False) -> None:
+    """Encode the values deferred on ``span`` (see :meth:`LiveSpan._defer`) into its attributes.
+
+    Idempotent and safe to race: every caller encodes the same value, and a key whose marker
+    was replaced by a later write is left alone. ``final`` (the span has ended, so nothing more
+    can be deferred on it) also drops the deferred values.
+    """
+    deferred = getattr(span, _DEFERRED_SLOT, None)
+    if not deferred:
+        return
+    try:
+        attrs = span._attributes._dict
+        for key, (value, token) in list(deferred.items()):
+            if attrs.get(key) is DEFERRED:
+                attrs[key] = _ENCODE_DEFERRED(key, value, token)
+    except Exception as exc:  # noqa: BLE001 - reading a span must not raise
+        _report(f"flowtel could not encode a recorded value: {exc!r}")
+        for key in deferred:
+            if span._attributes._dict.get(key) is DEFERRED:
+                span._attributes._dict[key] = dump_json(f"[unrecordable value: {type(exc).__name__}]")
+    if final:
+        setattr(span, _DEFERRED_SLOT, None)
 
 
 def _report(message: str) -> None:
@@ -735,11 +829,34 @@ def plain_attributes(span: Any) -> Mapping[str, Any]:
     ``ReadableSpan.attributes`` wraps OTel's BoundedAttributes in a MappingProxy, and iterating
     either goes through Python-level generators; the dict underneath is several times faster.
     """
+    if getattr(span, _DEFERRED_SLOT, None):
+        materialize(span)
+    return stored_attributes(span)
+
+
+def stored_attributes(span: Any) -> Mapping[str, Any]:
+    """Like :func:`plain_attributes`, but as stored right now: values still deferred (see
+    :meth:`LiveSpan._defer`) read as the :data:`DEFERRED` marker. For cheap size estimates."""
     stored = getattr(span, "_attributes", None)
     inner = getattr(stored, "_dict", stored)
     if isinstance(inner, dict):
         return inner
     return span.attributes or {}
+
+
+def deferred_size(span: Any) -> int:
+    """Rough JSON size of the values still deferred on ``span`` (0 when none), without encoding."""
+    deferred = getattr(span, _DEFERRED_SLOT, None)
+    if not deferred:
+        return 0
+    total = 0
+    for value, _token in list(deferred.values()):
+        if type(value) is dict:
+            for key, item in value.items():
+                total += len(key) + (len(item) if type(item) is str else 8) + 6
+        else:
+            total += len(value) + 2 if type(value) is str else 8
+    return total
 
 
 def plain_events(span: Any) -> Sequence[Any]:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context
 
-from flowtel.entities._span import plain_attributes
+from flowtel.entities._span import deferred_size, stored_attributes
 from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
 from flowtel.exporters._spool import (
     Spool,
@@ -1168,11 +1168,12 @@ def estimate_size(item: Any) -> int:
         spans = record_of().finished.values()
         total = _TRACE_OVERHEAD + _SPAN_OVERHEAD * len(spans)
         for span in spans:
-            values = plain_attributes(span).values()
+            values = stored_attributes(span).values()  # deferred values are not encoded here
             try:
                 total += sum(map(len, values))  # flowtel's values are all strings: one C loop
             except TypeError:
                 total += sum(len(v) if type(v) is str else 16 for v in values)
+            total += deferred_size(span)
             total += len(span._events if hasattr(span, "_events") else span.events) * _EVENT_OVERHEAD
         if hasattr(item, "size_estimate"):
             item.size_estimate = total

@@ -149,5 +149,22 @@ def _cut(value: str, current: CapturePolicy) -> str:
     return value[:limit] + f"...[truncated {len(value) - limit} of {len(value)} chars]"
 
 
+def encode_deferred(key: str, value: Any, current: CapturePolicy) -> str:
+    """:func:`encode_attribute` under the policy in force when the value was recorded (it was
+    deferred then, being immutable, and is encoded now, off the caller's thread)."""
+    if not current.capture_content and key not in CONTENT_FREE_KEYS:
+        return _NOT_RECORDED_JSON
+    if current.limits.redact and _is_sensitive_attribute(key):
+        return _REDACTED_JSON
+    return dump_json(value, current.limits)
+
+
+def deferral_token() -> CapturePolicy | None:
+    """The policy to defer a value's encoding under, or None when it should be encoded now
+    (content capture off: the constant is cheaper than deferring)."""
+    current = _policy
+    return current if current is not None and current.capture_content else None
+
+
 def install() -> None:
-    _span_module.set_capture_hooks(encode_attribute, event_attributes, status_description)
+    _span_module.set_capture_hooks(encode_attribute, event_attributes, status_description, encode_deferred)

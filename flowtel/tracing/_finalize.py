@@ -17,8 +17,8 @@ from flowtel.entities._constants import (
     TraceMetadataKey,
     TraceTagKey,
 )
-from flowtel.entities._json import load_json
-from flowtel.entities._span import plain_attributes
+from flowtel.entities._json import dumps_default, load_json
+from flowtel.entities._span import materialize, plain_attributes
 from flowtel.tracing._processor import TraceRecord
 
 # ``Trace(info, TraceData([])).to_json()`` is the info's JSON inside this text.
@@ -34,6 +34,8 @@ def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: d
              size_stats: bool = True) -> Trace:
     """Build the trace: info (state, timing, previews, metadata, usage, size stats) and spans."""
     readable = record.spans_in_start_order()
+    for span in readable:  # values the caller's thread left to encode (see LiveSpan._defer)
+        materialize(span, final=True)
     remote_parent = _detach_remote_parent(readable, record.root_span_id) if record.remote_parent else None
     spans = [Span(s) for s in readable]
     root = _find_root(spans, record.root_span_id)
@@ -111,7 +113,7 @@ def add_size_stats(trace: Trace) -> None:
     it is ASCII JSON, so lengths in characters are lengths in UTF-8 bytes.
     """
     sizes = [s._json_size() for s in trace.data.spans]
-    empty_trace_size = len(json.dumps(trace.info.to_dict())) + _EMPTY_TRACE_JSON_EXTRA
+    empty_trace_size = len(dumps_default(trace.info.to_dict())) + _EMPTY_TRACE_JSON_EXTRA
     total = sum(sizes) + empty_trace_size + max(len(sizes) - 1, 0) * 2
     ordered = sorted(sizes)
     stats = {
@@ -122,7 +124,7 @@ def add_size_stats(trace: Trace) -> None:
         "p50": _percentile(ordered, 0.50),
         "p75": _percentile(ordered, 0.75),
     }
-    trace.info.trace_metadata[TraceMetadataKey.SIZE_STATS] = json.dumps(stats)
+    trace.info.trace_metadata[TraceMetadataKey.SIZE_STATS] = dumps_default(stats)
     trace.info.trace_metadata[TraceMetadataKey.SIZE_BYTES] = str(total)
 
 

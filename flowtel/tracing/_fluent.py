@@ -89,10 +89,12 @@ def _start_span(
         if not otel_span.is_recording():
             return NoOpSpan(otel_span)
         ctx = otel_span.get_span_context()
-        record = runtime.assembler.record_for(ctx.trace_id)
+        assembler = runtime.assembler
+        record = assembler.record_for(ctx.trace_id)
         if record is None:
             return NoOpSpan(otel_span)
-        live = LiveSpan(otel_span, record.trace_id, span_type or SpanType.UNKNOWN)  # type: ignore[arg-type]
+        live = LiveSpan(otel_span, None, span_type or SpanType.UNKNOWN,  # type: ignore[arg-type]
+                        direct=getattr(otel_span, "_span_processor", None) is assembler)
         live._set_raw_many(attributes)
         record.live[ctx.span_id] = live
         return live
@@ -138,10 +140,15 @@ def _start_attributes(
     return attrs
 
 
+# Values whose encoding can wait for the delivery worker: nothing can change them meanwhile.
+_IMMUTABLE_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
 def _end_ok(span: LiveSpan | NoOpSpan, outputs: Any, has_outputs: bool = True) -> None:
     try:
         if type(span) is LiveSpan:
-            span._end_ok(outputs, has_outputs)
+            token = _capture.deferral_token() if span._direct and type(outputs) in _IMMUTABLE_TYPES else None
+            span._end_ok(outputs, has_outputs, token)
         else:
             span.end()
     except Exception as exc:  # noqa: BLE001 - tracing must never break the user's call
@@ -188,34 +195,45 @@ class _Options:
         self._static_policy: Any = None
 
     def static_attributes(self) -> dict[str, str]:
-        """A fresh copy of the attributes that are the same for every call (encoded once)."""
+        """The attributes that are the same for every call (encoded once). Not to be mutated."""
         static = self._static
         if static is None or _span_module._ENCODE_ATTRIBUTE is not self._static_encoder or _capture._policy is not self._static_policy:
             static = _start_attributes(
                 self.span_type, self.attributes, function_name=self.binder.function_name, extra=self.extra
             )
             self._static, self._static_encoder, self._static_policy = static, _span_module._ENCODE_ATTRIBUTE, _capture._policy
-        return dict(static)
+        return static
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LiveSpan | NoOpSpan:
         try:
             attrs = self.static_attributes()
-            attrs[SpanAttributeKey.INPUTS] = _encode_inputs(self.binder, args, kwargs)
             if self.sampling_ratio is not None and not _has_active_span():
-                attrs[SAMPLING_OVERRIDE_ATTRIBUTE] = self.sampling_ratio  # type: ignore[assignment]
+                attrs = {**attrs, SAMPLING_OVERRIDE_ATTRIBUTE: self.sampling_ratio}  # type: ignore[dict-item]
             span = _start_span(self.name, self.span_type, attrs, links=self.links)
-            if self.experiment_id is not None and type(span) is LiveSpan:
-                _set_experiment_for_root(span, self.experiment_id)
+            if type(span) is LiveSpan:
+                _record_inputs(span, self.binder, args, kwargs)
+                if self.experiment_id is not None:
+                    _set_experiment_for_root(span, self.experiment_id)
             return span
         except Exception as exc:  # noqa: BLE001 - tracing must never break the user's call
             report_internal_error("@trace span start", exc)
             return NoOpSpan()
 
 
-def _encode_inputs(binder: _Binder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def _record_inputs(span: LiveSpan, binder: _Binder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """The call's bound arguments as the span's inputs. When every value is immutable (str,
+    numbers, bool, None) the JSON encoding is left to the delivery worker: the bound dict is
+    fresh, nothing can change it, and the result is the same."""
     if not _capture.content_enabled():
-        return _capture._NOT_RECORDED_JSON  # no need to even look at the arguments
-    return _encode(SpanAttributeKey.INPUTS, binder.bind(args, kwargs))
+        span._set_raw(SpanAttributeKey.INPUTS, _capture._NOT_RECORDED_JSON)  # arguments not even looked at
+        return
+    bound = binder.bind(args, kwargs)
+    if span._direct and _IMMUTABLE_TYPES.issuperset(map(type, bound.values())):
+        token = _capture.deferral_token()
+        if token is not None:
+            span._defer(SpanAttributeKey.INPUTS, bound, token)
+            return
+    span._set_raw(SpanAttributeKey.INPUTS, _encode(SpanAttributeKey.INPUTS, bound))
 
 
 def _has_active_span() -> bool:
@@ -798,7 +816,10 @@ def _store() -> Any:
 
 def _pending(trace_id: str) -> Any:
     runtime = _runtime.peek_runtime()
-    return runtime.pending.get(trace_id) if runtime is not None else None
+    if runtime is None:
+        return None
+    pending = runtime.pending.get(otel_trace_id_from_mlflow(trace_id))  # type: ignore[arg-type]
+    return pending if pending is not None and pending.trace_id == trace_id else None
 
 
 _READ_FLUSH_TIMEOUT_S = 10.0

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from flowtel.entities._ids import trace_id_from_otel
+from flowtel.entities._span import materialize
 from flowtel.tracing._errors import report_internal_error
 
 if TYPE_CHECKING:
@@ -157,10 +158,14 @@ class TraceAssembler(SpanProcessor):
                     return
                 record.finished[sid] = span
                 record.open_spans -= 1
-                record.live.pop(sid, None)
+                live = record.live.pop(sid, None)
                 done = record.open_spans <= 0
                 if done:
                     del self._traces[tid]
+            if live is not None and live._span is not span:
+                # Ended through the SDK (e.g. the OTel API's span.end()): the snapshot shares
+                # the live span's attributes, so values still deferred on it are encoded now.
+                materialize(live._span)
             if sid == record.root_span_id:
                 self._last_otel_trace_id = tid  # formatted when asked for
                 self._thread_local.last = tid

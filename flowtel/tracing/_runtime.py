@@ -57,16 +57,19 @@ class Destination:
 class PendingTrace:
     """A finished trace on its way to the destinations; finalised once, on first need."""
 
-    __slots__ = ("trace_id", "_record", "_runtime", "_trace", "_lock", "_refs", "size_estimate")
+    __slots__ = ("_record", "_runtime", "_trace", "_lock", "_refs", "size_estimate")
 
     def __init__(self, record: TraceRecord, runtime: Runtime, refs: int) -> None:
         self.size_estimate: int | None = None  # the delivery pipelines' memory estimate
-        self.trace_id = record.trace_id
         self._record = record
         self._runtime = runtime
         self._trace: Trace | None = None
         self._lock = threading.Lock()
         self._refs = refs
+
+    @property
+    def trace_id(self) -> str:
+        return self._record.trace_id
 
     def trace(self) -> Trace:
         with self._lock:
@@ -87,7 +90,7 @@ class PendingTrace:
             self._refs -= 1
             last = self._refs <= 0
         if last:
-            self._runtime.pending.pop(self.trace_id, None)
+            self._runtime.pending.pop(self._record.otel_trace_id, None)
 
 
 @dataclass
@@ -96,7 +99,7 @@ class Runtime:
     tracer: Tracer
     assembler: TraceAssembler
     destinations: list[Destination] = field(default_factory=list)
-    pending: dict[str, PendingTrace] = field(default_factory=dict)
+    pending: dict[int, PendingTrace] = field(default_factory=dict)  # by OTel trace id
     experiment_id_resolver: Callable[[], str] = lambda: "0"
     timeouts: TraceTimeouts | None = None
     root_sampler: Any = None
@@ -138,7 +141,7 @@ class Runtime:
         if pipelines is None:
             pipelines = self._pipelines = tuple(d.pipeline for d in self.destinations if d.pipeline is not None)
         pending = PendingTrace(record, self, refs=max(len(pipelines), 1))
-        self.pending[record.trace_id] = pending
+        self.pending[record.otel_trace_id] = pending
         if not pipelines:
             pending.release()
             return

@@ -14,9 +14,12 @@ Every other case, and any SDK whose span constructor does not look as expected, 
 from __future__ import annotations
 
 import inspect
+import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import Span as SdkSpan
 
@@ -25,12 +28,14 @@ try:
 except ImportError:  # pragma: no cover - an SDK without it takes the regular path
     _SdkSpanImpl = None  # type: ignore[assignment,misc]
 from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Link
 
+_new_object = object.__new__
 _SPAN_KEY = otel_trace._SPAN_KEY  # type: ignore[attr-defined]
 _RUNTIME_CONTEXT = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
 _INTERNAL = SpanKind.INTERNAL
@@ -68,6 +73,9 @@ class SpanStarter:
         }
         if self._processor is None or self._common["limits"] is None:
             self._fast = False
+        self._template: _SpanTemplate | None = None
+        if self._fast and self._processors_of is not None and len(self._processors_of) == 1:
+            self._template = _SpanTemplate.for_sdk(self._processors_of[0], self._common, self._with_end_metrics)
 
     @property
     def fast(self) -> bool:
@@ -111,14 +119,110 @@ class SpanStarter:
             trace_state=trace_state,
         )
         processors = self._processors_of
-        # With flowtel's assembler as the provider's only processor, call it directly.
-        processor = processors[0] if processors is not None and len(processors) == 1 else self._processor
+        end_metrics = (
+            self._tracer_metrics.start_span(parent, _RECORD_AND_SAMPLE)
+            if self._with_end_metrics and self._tracer_metrics is not None else None
+        )
+        if processors is not None and len(processors) == 1:
+            # flowtel's assembler is the provider's only processor: call it directly.
+            processor = processors[0]
+            template = self._template
+            if template is not None and template.processor is processor:
+                span = template.build(name, span_context, parent, start_time, end_metrics)
+                processor.on_start(span, parent_context=context)
+                return span
+        else:
+            processor = self._processor
         kwargs = dict(self._common)
-        if self._with_end_metrics and self._tracer_metrics is not None:
-            kwargs["record_end_metrics"] = self._tracer_metrics.start_span(parent, _RECORD_AND_SAMPLE)
+        if end_metrics is not None:
+            kwargs["record_end_metrics"] = end_metrics
         span = _SdkSpanImpl(name=name, context=span_context, parent=parent, span_processor=processor, **kwargs)
         span.start(start_time=start_time, parent_context=context)
         return span
+
+
+class _SpanTemplate:
+    """Builds started SDK spans field by field, as the SDK's constructor would, for less.
+
+    ``_Span.__init__`` (and ``start``) spend most of their time on keyword handling, defaults
+    and a lock round trip that a span nobody else has seen yet does not need. The template is a
+    span made by the SDK's own constructor: a new span takes its fields, with fresh containers
+    (attributes, events, links) and a fresh lock, and the per-span values. It is used only when
+    that span's layout is exactly the one known here (``for_sdk``); ``tests/test_span_starter.py``
+    checks the spans it builds against the SDK's.
+    """
+
+    _SPAN_FIELDS = frozenset({
+        "_name", "_context", "_kind", "_instrumentation_info", "_instrumentation_scope", "_parent",
+        "_start_time", "_end_time", "_attributes", "_events", "_links", "_resource", "_status",
+        "_sampler", "_trace_config", "_record_exception", "_set_status_on_exception",
+        "_span_processor", "_limits", "_lock", "_record_end_metrics",
+    })
+    _ATTRIBUTE_FIELDS = frozenset({"_dict", "maxlen", "dropped", "max_value_len", "_lock", "_immutable"})
+    _LIST_FIELDS = frozenset({"dropped", "_dq", "_lock"})
+
+    def __init__(self, processor: Any, span: Any) -> None:
+        self.processor = processor
+        self._span_fields = dict(vars(span))
+        self._attribute_fields = dict(vars(span._attributes))
+        self._max_events = span._events._dq.maxlen
+        self._max_links = span._links._dq.maxlen
+        self._lock_type = _lock_factory(span._lock)
+        self._attribute_lock_type = _lock_factory(span._attributes._lock)
+        self._list_lock_type = _lock_factory(span._events._lock)
+
+    @classmethod
+    def for_sdk(cls, processor: Any, common: dict[str, Any], with_end_metrics: bool) -> _SpanTemplate | None:
+        try:
+            probe_context = SpanContext(1, 1, is_remote=False, trace_flags=_FLAGS[_SAMPLED])
+            span = _SdkSpanImpl(name="probe", context=probe_context, parent=None, span_processor=processor, **common)
+            attributes, events, links = span._attributes, span._events, span._links
+            if (
+                set(vars(span)) != cls._SPAN_FIELDS
+                or type(attributes) is not BoundedAttributes or set(vars(attributes)) != cls._ATTRIBUTE_FIELDS
+                or attributes._dict or attributes._immutable
+                or any(type(x) is not BoundedList or set(vars(x)) != cls._LIST_FIELDS or len(x) for x in (events, links))
+                or span._start_time is not None or span._end_time is not None or span._record_end_metrics is not None
+                or type(span).start is not _SdkSpanImpl.start or type(span).__new__ is not _SdkSpanImpl.__new__
+            ):
+                return None
+            if any(_lock_factory(x._lock) is None for x in (span, attributes, events, links)):
+                return None
+            return cls(processor, span)
+        except Exception:  # noqa: BLE001 - an SDK that differs: its own constructor is used
+            return None
+
+    def build(self, name: str, context: SpanContext, parent: SpanContext | None, start_time: int,
+              record_end_metrics: Any) -> Any:
+        attributes = _new_object(BoundedAttributes)
+        attributes.__dict__.update(self._attribute_fields)
+        attributes._dict = {}
+        attributes._lock = self._attribute_lock_type()
+        events = _new_object(BoundedList)
+        events.__dict__.update(dropped=0, _dq=deque(maxlen=self._max_events), _lock=self._list_lock_type())
+        links = _new_object(BoundedList)
+        links.__dict__.update(dropped=0, _dq=deque(maxlen=self._max_links), _lock=self._list_lock_type())
+        span = _new_object(_SdkSpanImpl)
+        fields = span.__dict__
+        fields.update(self._span_fields)
+        fields["_name"] = name
+        fields["_context"] = context
+        fields["_parent"] = parent
+        fields["_start_time"] = start_time
+        fields["_attributes"] = attributes
+        fields["_events"] = events
+        fields["_links"] = links
+        fields["_lock"] = self._lock_type()
+        fields["_record_end_metrics"] = record_end_metrics
+        return span
+
+
+def _lock_factory(lock: Any) -> Any:
+    """``threading.Lock`` or ``threading.RLock``: whichever made ``lock`` (None: neither)."""
+    for factory in (threading.Lock, threading.RLock):
+        if type(lock) is type(factory()):
+            return factory
+    return None
 
 
 def _span_parameters() -> set[str]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status, StatusCode
 
+from flowtel.entities._span import materialize
 from flowtel.tracing import _config
 from flowtel.tracing._errors import report_internal_error
 
@@ -150,6 +151,7 @@ def _message(timeout: float, spans: list[SdkSpan]) -> str:
 
 def _ended_as_error(span: SdkSpan, message: str, now_ns: int) -> ReadableSpan:
     """A finished copy of a live span; the live span itself is left alone."""
+    materialize(span)
     event = Event(
         "exception",
         attributes={
