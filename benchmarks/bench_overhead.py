@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 
 import flowtel
 from flowtel.exporters import ExportResult, TraceExporter
+from flowtel.exporters._pipeline import estimate_size
 from flowtel.tracing import _runtime
 
 MESSAGES = [{"role": "user" if i % 2 else "assistant", "content": ("x" * 499) + str(i % 10)} for i in range(20)]
@@ -38,7 +39,8 @@ class _NullOtelExporter(SpanExporter):
 
 
 class _HeldPipeline:
-    """Stands in for the delivery pipeline, no worker: the caller-thread cost alone. Keeps the
+    """Stands in for the delivery pipeline, no worker: the caller-thread cost alone (the size
+    estimate the real pipeline makes on submit included). Keeps the
     first ``keep`` traces (released, not finalised, after that: holding thousands would make the
     garbage collector's full passes, not tracing, the cost) for timing their finalisation."""
 
@@ -47,6 +49,7 @@ class _HeldPipeline:
         self.keep = keep
 
     def submit(self, item: Any) -> bool:
+        estimate_size(item)  # what the real pipeline does on the caller's thread (its lock aside)
         if len(self.items) < self.keep:
             self.items.append(item)
         else:

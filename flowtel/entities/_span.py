@@ -341,11 +341,12 @@ class LiveSpan(Span):
     """
 
     def __init__(self, otel_span: OTelSdkSpan, trace_id: str | None = None, span_type: str = SpanType.UNKNOWN,
-                 *, direct: bool = False):
+                 *, direct: bool = False, known_layout: bool = False):
         self._span = otel_span
         self._trace_id = trace_id
         self._span_type = span_type
-        self._attrs = _writable_attribute_dict(otel_span)
+        # known_layout: the span starter checked this SDK's span layout (its template).
+        self._attrs = otel_span._attributes._dict if known_layout else _writable_attribute_dict(otel_span)
         # ``direct``: the SDK span was built by flowtel's span starter with flowtel's trace
         # assembler as its only processor. It then ends without the SDK's snapshot copy, and
         # immutable values may be encoded later, off the caller's thread (see ``_defer``).
@@ -844,18 +845,42 @@ def stored_attributes(span: Any) -> Mapping[str, Any]:
     return span.attributes or {}
 
 
-def deferred_size(span: Any) -> int:
-    """Rough JSON size of the values still deferred on ``span`` (0 when none), without encoding."""
-    deferred = getattr(span, _DEFERRED_SLOT, None)
-    if not deferred:
-        return 0
+def attribute_bytes(spans: Any, event_bytes: int = 400) -> int:
+    """Rough memory held by the attribute values and events of ``spans``, without encoding
+    anything: values still deferred (see :meth:`LiveSpan._defer`) count by their raw lengths.
+    For size estimates on the caller's thread, so it only reads lengths."""
     total = 0
-    for value, _token in list(deferred.values()):
-        if type(value) is dict:
-            for key, item in value.items():
-                total += len(key) + (len(item) if type(item) is str else 8) + 6
+    for span in spans:
+        try:
+            values = span._attributes._dict.values()
+            events = len(span._events._dq)
+        except AttributeError:  # a span of another layout
+            values = stored_attributes(span).values()
+            events = len(span.events)
+        try:
+            total += sum(map(len, values))  # flowtel's values are all strings: one C loop
+        except TypeError:
+            total += sum(len(v) if type(v) is str else 16 for v in values)
+        if events:
+            total += events * event_bytes
+        deferred = getattr(span, _DEFERRED_SLOT, None)
+        if deferred:
+            total += _deferred_bytes(deferred)
+    return total
+
+
+def _deferred_bytes(deferred: dict[str, tuple[Any, Any]]) -> int:
+    total = 0
+    for value, _token in deferred.values():  # only the thread that owns the span adds entries
+        if type(value) is dict:  # bound arguments: strings count by length, the rest as 16
+            total += 16 * len(value)
+            for item in value.values():
+                if type(item) is str:
+                    total += len(item)
+        elif type(value) is str:
+            total += len(value)
         else:
-            total += len(value) + 2 if type(value) is str else 8
+            total += 16
     return total
 
 

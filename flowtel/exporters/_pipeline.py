@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context
 
-from flowtel.entities._span import deferred_size, stored_attributes
+from flowtel.entities._span import attribute_bytes
 from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
 from flowtel.exporters._spool import (
     Spool,
@@ -1103,6 +1103,15 @@ class DeliveryPipeline:
     ) -> bool:
         """Account for traces of ``batch``. False if shutdown had taken the batch over."""
         dropped = +(dropped or Counter())  # unary plus drops zero counts
+        if dropped:
+            # The warner hears of the drop before anyone waiting (flush) is woken: flush says
+            # what was not delivered, so it must not run ahead of this note.
+            with self._lock:
+                if batch.abandoned:
+                    return False
+                stopping = self._stopping
+            if not stopping:  # at shutdown one summary says it all
+                self._warner.note(dropped=dropped, detail=detail)
         with self._lock:
             if batch.abandoned:
                 return False
@@ -1114,8 +1123,6 @@ class DeliveryPipeline:
             if final:
                 batch.open = 0
             self._done.notify_all()
-        if dropped and not self._stopping:  # at shutdown one summary says it all
-            self._warner.note(dropped=dropped, detail=detail)
         return True
 
     def _finish(self, batch: _Batch) -> None:
@@ -1158,28 +1165,19 @@ def estimate_size(item: Any) -> int:
     costs per span and event for the Python objects around them. A few microseconds per span:
     it runs on the user's thread, so it reads lengths and never serialises anything.
     """
-    known = getattr(item, "size_estimate", None)
-    if known is not None:
-        return known  # type: ignore[no-any-return]  # several destinations: estimated once
-    record_of = getattr(item, "record", None)
-    if record_of is None:
+    try:
+        known = item.size_estimate
+        if known is not None:
+            return known  # type: ignore[no-any-return]  # several destinations: estimated once
+        spans = item.record().finished.values()
+    except AttributeError:  # not a flowtel trace record
         return _DEFAULT_SIZE
     try:
-        spans = record_of().finished.values()
-        total = _TRACE_OVERHEAD + _SPAN_OVERHEAD * len(spans)
-        for span in spans:
-            values = stored_attributes(span).values()  # deferred values are not encoded here
-            try:
-                total += sum(map(len, values))  # flowtel's values are all strings: one C loop
-            except TypeError:
-                total += sum(len(v) if type(v) is str else 16 for v in values)
-            total += deferred_size(span)
-            total += len(span._events if hasattr(span, "_events") else span.events) * _EVENT_OVERHEAD
-        if hasattr(item, "size_estimate"):
-            item.size_estimate = total
-        return total
+        total = _TRACE_OVERHEAD + _SPAN_OVERHEAD * len(spans) + attribute_bytes(spans)
     except Exception:  # noqa: BLE001 - an estimate must never cost the trace itself
         return _DEFAULT_SIZE
+    item.size_estimate = total
+    return total
 
 
 def _yielder(batch: _Batch | None) -> Callable[[], None] | None:

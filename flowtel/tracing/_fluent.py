@@ -93,8 +93,10 @@ def _start_span(
         record = assembler.record_for(ctx.trace_id)
         if record is None:
             return NoOpSpan(otel_span)
+        # Direct: built by the starter for flowtel's assembler as the only processor.
+        direct = getattr(otel_span, "_span_processor", None) is assembler
         live = LiveSpan(otel_span, None, span_type or SpanType.UNKNOWN,  # type: ignore[arg-type]
-                        direct=getattr(otel_span, "_span_processor", None) is assembler)
+                        direct=direct, known_layout=direct and runtime.starter.template_layout)
         live._set_raw_many(attributes)
         record.live[ctx.span_id] = live
         return live

@@ -81,6 +81,11 @@ class SpanStarter:
     def fast(self) -> bool:
         return self._fast
 
+    @property
+    def template_layout(self) -> bool:
+        """Spans this starter hands to a sole processor have the layout its template checked."""
+        return self._template is not None
+
     def start(
         self,
         name: str,
