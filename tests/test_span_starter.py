@@ -217,10 +217,12 @@ def test_template_built_spans_have_the_sdk_layout_and_behave_alike() -> None:
         assert type(getattr(fast_span, name)) is type(getattr(slow, name))
     for container in ("_attributes", "_events", "_links"):
         f, s = getattr(fast_span, container), getattr(slow, container)
-        assert type(f) is type(s) and set(vars(f)) == set(vars(s))
-        assert type(f._lock) is type(s._lock)
+        assert isinstance(f, type(s)) and type(f._lock) is type(s._lock)
         assert f is not getattr(spans[0], container)
+    assert type(fast_span._attributes) is type(slow._attributes)
+    assert set(vars(fast_span._attributes)) == set(vars(slow._attributes))
     assert fast_span._attributes.maxlen == slow._attributes.maxlen
+    # Events and links got a value, so their deques exist now, bounded as the SDK's are.
     assert fast_span._events._dq.maxlen == slow._events._dq.maxlen
     assert fast_span._links._dq.maxlen == slow._links._dq.maxlen
     assert [lk.attributes for lk in fast_span.links] == [lk.attributes for lk in slow.links]
@@ -235,3 +237,23 @@ def test_two_template_spans_share_no_state() -> None:
     first.add_event("only-first")
     assert dict(second.attributes or {}) == {} and list(second.events) == []
     assert first._lock is not second._lock and first._attributes._lock is not second._attributes._lock
+
+
+def test_event_and_link_deques_are_made_on_first_use() -> None:
+    from opentelemetry.sdk.util import BoundedList
+
+    from flowtel.entities._span import plain_events, plain_links
+
+    provider, recorder = _provider()
+    starter = SpanStarter(provider, provider.get_tracer("flowtel"), always_sample=True)
+    span = starter.start("op", None, 1)
+    assert isinstance(span._events, BoundedList) and "_dq" not in vars(span._events)
+    assert plain_events(span) == () and plain_links(span) == ()  # reading makes none
+    assert "_dq" not in vars(span._events) and "_dq" not in vars(span._links)
+    assert len(span._events) == 0 and span.events == ()  # the SDK's reads work (and make it)
+    for i in range(130):  # beyond the bound (128 in this provider): oldest dropped, counted
+        span.add_event(f"e{i}")
+    span.end(end_time=2)
+    (ended,) = recorder.ended
+    assert [e.name for e in ended.events][:1] == ["e2"] and len(ended.events) == 128
+    assert ended.dropped_events == 2

@@ -22,5 +22,10 @@ def before_end(span: LiveSpan) -> None:
     """Runs just before a live span ends (user span processors are installed here)."""
 
 
+# Non-empty when ``before_end`` has work to do (the tracing layer's list of span processors,
+# shared, mutated in place): the common case skips the call.
+span_processors: list[Callable[..., object]] = []
+
+
 def report_misuse(message: str) -> None:
     _logger.warning(message)

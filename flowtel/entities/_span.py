@@ -522,7 +522,8 @@ class LiveSpan(Span):
                 self._set_raw(SpanAttributeKey.OUTPUTS, _ENCODE_ATTRIBUTE(SpanAttributeKey.OUTPUTS, outputs))
         if span._status.status_code is _OTEL_UNSET:
             span._status = _OTEL_OK_STATUS
-        _hooks.before_end(self)
+        if _hooks.span_processors:
+            _hooks.before_end(self)
         self._finish(_hooks.now_ns())
 
     def to_immutable_span(self) -> Span:
@@ -853,10 +854,9 @@ def attribute_bytes(spans: Any, event_bytes: int = 400) -> int:
     for span in spans:
         try:
             values = span._attributes._dict.values()
-            events = len(span._events._dq)
         except AttributeError:  # a span of another layout
             values = stored_attributes(span).values()
-            events = len(span.events)
+        events = len(plain_events(span))  # (creates no deque that was never needed)
         try:
             total += sum(map(len, values))  # flowtel's values are all strings: one C loop
         except TypeError:
@@ -886,14 +886,21 @@ def _deferred_bytes(deferred: dict[str, tuple[Any, Any]]) -> int:
 
 def plain_events(span: Any) -> Sequence[Any]:
     """A finished span's events, read without the locked copy ``ReadableSpan.events`` makes."""
-    stored = getattr(span, "_events", None)
-    return () if stored is None else getattr(stored, "_dq", stored)  # BoundedList holds a deque
+    return _plain_list(getattr(span, "_events", None))
 
 
 def plain_links(span: Any) -> Sequence[Any]:
     """A finished span's links, read without the locked copy ``ReadableSpan.links`` makes."""
-    stored = getattr(span, "_links", None)
-    return () if stored is None else getattr(stored, "_dq", stored)
+    return _plain_list(getattr(span, "_links", None))
+
+
+def _plain_list(stored: Any) -> Sequence[Any]:
+    if stored is None:
+        return ()
+    fields = getattr(stored, "__dict__", None)
+    if fields is not None and "_maxlen" in fields:  # flowtel's lazy BoundedList (tracing/_spans.py)
+        return fields.get("_dq", ())  # no deque yet: nothing was ever added
+    return getattr(stored, "_dq", stored)  # a BoundedList holds a deque
 
 
 def _event_dicts(span: Any) -> list[dict[str, Any]]:

@@ -59,6 +59,7 @@ def _before_end(span: Any) -> None:
 
 
 _hooks.before_end = _before_end
+_hooks.span_processors = _span_processors  # the same list: in-place updates are seen there
 _capture.install()
 
 

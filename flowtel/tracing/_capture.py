@@ -159,12 +159,5 @@ def encode_deferred(key: str, value: Any, current: CapturePolicy) -> str:
     return dump_json(value, current.limits)
 
 
-def deferral_token() -> CapturePolicy | None:
-    """The policy to defer a value's encoding under, or None when it should be encoded now
-    (content capture off: the constant is cheaper than deferring)."""
-    current = _policy
-    return current if current is not None and current.capture_content else None
-
-
 def install() -> None:
     _span_module.set_capture_hooks(encode_attribute, event_attributes, status_description, encode_deferred)

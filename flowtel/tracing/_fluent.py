@@ -149,7 +149,11 @@ _IMMUTABLE_TYPES = frozenset({str, int, float, bool, type(None)})
 def _end_ok(span: LiveSpan | NoOpSpan, outputs: Any, has_outputs: bool = True) -> None:
     try:
         if type(span) is LiveSpan:
-            token = _capture.deferral_token() if span._direct and type(outputs) in _IMMUTABLE_TYPES else None
+            token = None
+            if span._direct and type(outputs) in _IMMUTABLE_TYPES:
+                token = _capture._policy  # deferred under the policy of the moment (None: not yet read)
+                if token is not None and not token.capture_content:
+                    token = None
             span._end_ok(outputs, has_outputs, token)
         else:
             span.end()
@@ -226,16 +230,15 @@ def _record_inputs(span: LiveSpan, binder: _Binder, args: tuple[Any, ...], kwarg
     """The call's bound arguments as the span's inputs. When every value is immutable (str,
     numbers, bool, None) the JSON encoding is left to the delivery worker: the bound dict is
     fresh, nothing can change it, and the result is the same."""
-    if not _capture.content_enabled():
+    policy = _capture._policy or _capture.policy()
+    if not policy.capture_content:
         span._set_raw(SpanAttributeKey.INPUTS, _capture._NOT_RECORDED_JSON)  # arguments not even looked at
         return
     bound = binder.bind(args, kwargs)
     if span._direct and _IMMUTABLE_TYPES.issuperset(map(type, bound.values())):
-        token = _capture.deferral_token()
-        if token is not None:
-            span._defer(SpanAttributeKey.INPUTS, bound, token)
-            return
-    span._set_raw(SpanAttributeKey.INPUTS, _encode(SpanAttributeKey.INPUTS, bound))
+        span._defer(SpanAttributeKey.INPUTS, bound, policy)
+    else:
+        span._set_raw(SpanAttributeKey.INPUTS, _encode(SpanAttributeKey.INPUTS, bound))
 
 
 def _has_active_span() -> bool:

@@ -57,14 +57,18 @@ class Destination:
 class PendingTrace:
     """A finished trace on its way to the destinations; finalised once, on first need."""
 
-    __slots__ = ("_record", "_runtime", "_trace", "_lock", "_refs", "size_estimate")
+    __slots__ = ("_record", "_runtime", "_trace", "_refs", "size_estimate")
+
+    # Shared by all pending traces (one lock object per trace would cost every traced call):
+    # finalising is CPU work under the GIL anyway, and the reference count is a short section.
+    _finalize_lock = threading.Lock()
+    _refs_lock = threading.Lock()
 
     def __init__(self, record: TraceRecord, runtime: Runtime, refs: int) -> None:
         self.size_estimate: int | None = None  # the delivery pipelines' memory estimate
         self._record = record
         self._runtime = runtime
         self._trace: Trace | None = None
-        self._lock = threading.Lock()
         self._refs = refs
 
     @property
@@ -72,7 +76,10 @@ class PendingTrace:
         return self._record.trace_id
 
     def trace(self) -> Trace:
-        with self._lock:
+        trace = self._trace
+        if trace is not None:
+            return trace
+        with self._finalize_lock:
             if self._trace is None:
                 self._trace = finalize(
                     self._record,
@@ -86,7 +93,7 @@ class PendingTrace:
         return self._record
 
     def release(self) -> None:
-        with self._lock:
+        with self._refs_lock:
             self._refs -= 1
             last = self._refs <= 0
         if last:
@@ -152,9 +159,11 @@ class Runtime:
         scope = _scope.current.get()
         if scope.tags or scope.metadata:
             _apply_scope(record, scope)
-        _experiments.on_root_start(record)
-        if self.timeouts is not None:
-            self.timeouts.on_root_start(record)
+        if _experiments._active is not None:
+            _experiments.on_root_start(record)
+        timeouts = self.timeouts
+        if timeouts is not None and timeouts._thread is None:  # its watcher starts with the first trace
+            timeouts.on_root_start(record)
 
     def flush(self, timeout: float | None = None) -> bool:
         # One deadline for all: pipelines work in parallel, so waiting on them in turn is fine.
@@ -374,6 +383,9 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 def _after_fork_in_child() -> None:
+    # A parent's worker may have held these at the moment of the fork.
+    PendingTrace._finalize_lock = threading.Lock()
+    PendingTrace._refs_lock = threading.Lock()
     # Open and pending traces belong to the parent, which finishes and delivers them.
     runtime = _runtime
     if runtime is not None:

@@ -146,6 +146,20 @@ class SpanStarter:
         return span
 
 
+class _LazyBoundedList(BoundedList):
+    """The SDK's ``BoundedList`` (events, links of a span) with its deque made on first use.
+
+    Most spans get no event and no link, and an empty bounded deque is the most expensive part
+    of a new span's containers. Every ``BoundedList`` method reaches the deque as ``self._dq``:
+    the first such access creates it (``__getattr__`` runs only while the attribute is missing).
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_dq":  # (callers may hold self._lock: not taken here; setdefault is atomic)
+            return self.__dict__.setdefault("_dq", deque(maxlen=self.__dict__["_maxlen"]))
+        raise AttributeError(name)
+
+
 class _SpanTemplate:
     """Builds started SDK spans field by field, as the SDK's constructor would, for less.
 
@@ -199,17 +213,17 @@ class _SpanTemplate:
 
     def build(self, name: str, context: SpanContext, parent: SpanContext | None, start_time: int,
               record_end_metrics: Any) -> Any:
+        attribute_fields = self._attribute_fields.copy()  # dict.copy: the fast path for a dict
+        attribute_fields["_dict"] = {}
+        attribute_fields["_lock"] = self._attribute_lock_type()
         attributes = _new_object(BoundedAttributes)
-        attributes.__dict__.update(self._attribute_fields)
-        attributes._dict = {}
-        attributes._lock = self._attribute_lock_type()
-        events = _new_object(BoundedList)
-        events.__dict__.update(dropped=0, _dq=deque(maxlen=self._max_events), _lock=self._list_lock_type())
-        links = _new_object(BoundedList)
-        links.__dict__.update(dropped=0, _dq=deque(maxlen=self._max_links), _lock=self._list_lock_type())
-        span = _new_object(_SdkSpanImpl)
-        fields = span.__dict__
-        fields.update(self._span_fields)
+        attributes.__dict__ = attribute_fields
+        list_lock = self._list_lock_type
+        events = _new_object(_LazyBoundedList)
+        events.__dict__ = {"dropped": 0, "_maxlen": self._max_events, "_lock": list_lock()}
+        links = _new_object(_LazyBoundedList)
+        links.__dict__ = {"dropped": 0, "_maxlen": self._max_links, "_lock": list_lock()}
+        fields = self._span_fields.copy()
         fields["_name"] = name
         fields["_context"] = context
         fields["_parent"] = parent
@@ -219,6 +233,8 @@ class _SpanTemplate:
         fields["_links"] = links
         fields["_lock"] = self._lock_type()
         fields["_record_end_metrics"] = record_end_metrics
+        span = _new_object(_SdkSpanImpl)
+        span.__dict__ = fields
         return span
 
 
