@@ -265,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("chat, 20 x 500-char msgs", "chat", bare["chat"]),
     ]
     print(f"\nflowtel per-call overhead (median of {r} x {n} calls, Python {sys.version.split()[0]})")
-    print("idle = CPU time of the user's thread per call, delivery held (no worker running);")
+    print("idle = CPU time of the user's thread per call, delivery held (no worker running; the size estimate")
+    print("       the pipeline makes on submit included);")
     print("caller = CPU time of the user's thread per call, with delivery running (bare OTel: the same);")
     print("+worker = wall-clock time per call of the same loop, the delivery worker finalising and exporting")
     print("concurrently (GIL contention included); finalise = worker CPU per trace, off the caller's thread\n")

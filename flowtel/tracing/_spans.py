@@ -9,6 +9,10 @@ constructed here directly, with exactly the context, flags, trace state, resourc
 scope ``Tracer.start_span`` would give it (``tests/test_span_starter.py`` compares the two).
 Every other case, and any SDK whose span constructor does not look as expected, goes through
 ``Tracer.start_span`` unchanged.
+
+With flowtel's assembler as the provider's only processor, spans are built from a template (a
+span the SDK's own constructor made, whose layout is checked once) and handed to the assembler
+directly; their event and link deques are made on first use (most spans never get one).
 """
 
 from __future__ import annotations
