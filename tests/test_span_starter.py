@@ -182,7 +182,7 @@ def test_template_built_spans_have_the_sdk_layout_and_behave_alike() -> None:
     """Spans built from the template (a sole processor, as in flowtel's runtime) carry exactly
     the fields, containers and locks the SDK's constructor gives, and the SDK's own methods work
     on them the same way."""
-    from opentelemetry.trace import Link, Status, StatusCode
+    from opentelemetry.trace import Status, StatusCode
 
     spans = []
     provider, recorder = _provider()
