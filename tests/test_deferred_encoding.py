@@ -206,3 +206,49 @@ def test_exceptions_still_end_the_span_with_inputs(flowtel_traces: TraceCapture)
     assert span.inputs == {"n": 7}
     assert span.status.status_code == flowtel.SpanStatusCode.ERROR
     assert span.outputs is None
+
+
+async def test_async_functions_defer_and_record_exactly(flowtel_traces: TraceCapture) -> None:
+    seen: dict[str, Any] = {}
+
+    @flowtel.trace
+    async def ask(question: str, attempt: int) -> str:
+        span = flowtel.get_current_active_span()
+        assert span is not None
+        seen["deferred"] = _deferred_keys(span)
+        return f"answer to {question}"
+
+    assert await ask("why", 2) == "answer to why"
+    assert seen["deferred"] == {INPUTS}
+    span = flowtel_traces.last.data.spans[0]
+    assert (span.inputs, span.outputs) == ({"question": "why", "attempt": 2}, "answer to why")
+
+
+def test_generators_defer_inputs_and_record_their_chunks(flowtel_traces: TraceCapture) -> None:
+    @flowtel.trace
+    def stream(prompt: str, n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield f"{prompt}-{i}"
+
+    assert list(stream("tok", 3)) == ["tok-0", "tok-1", "tok-2"]
+    span = flowtel_traces.last.data.spans[0]
+    assert span.inputs == {"prompt": "tok", "n": 3}
+    assert span.outputs == ["tok-0", "tok-1", "tok-2"]
+    assert DEFERRED not in flowtel_traces.last.to_json()
+
+
+def test_nested_calls_each_keep_their_own_values(flowtel_traces: TraceCapture) -> None:
+    @flowtel.trace
+    def inner(x: int) -> int:
+        return x * 2
+
+    @flowtel.trace
+    def outer(x: int) -> int:
+        return inner(x) + inner(x + 1)
+
+    assert outer(5) == 22
+    spans = {(s.name, json.dumps(s.inputs)): s.outputs for s in flowtel_traces.last.data.spans}
+    assert spans == {("outer", '{"x": 5}'): 22, ("inner", '{"x": 5}'): 10, ("inner", '{"x": 6}'): 12}
+    info = flowtel_traces.last.info
+    assert info.trace_metadata["mlflow.traceInputs"] == '{"x": 5}'
+    assert info.trace_metadata["mlflow.traceOutputs"] == "22"
