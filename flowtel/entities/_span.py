@@ -434,8 +434,7 @@ class LiveSpan(Span):
         checks the end time).
         """
         span = self._span
-        if not self._direct:
-            materialize(span)  # (nothing deferred on these; kept for safety)
+        if not self._direct:  # (nothing is ever deferred on these: see _defer)
             span.end(end_time=end_time)
             return
         with span._lock:
@@ -852,10 +851,7 @@ def attribute_bytes(spans: Any, event_bytes: int = 400) -> int:
     For size estimates on the caller's thread, so it only reads lengths."""
     total = 0
     for span in spans:
-        try:
-            values = span._attributes._dict.values()
-        except AttributeError:  # a span of another layout
-            values = stored_attributes(span).values()
+        values = stored_attributes(span).values()
         events = len(plain_events(span))  # (creates no deque that was never needed)
         try:
             total += sum(map(len, values))  # flowtel's values are all strings: one C loop

@@ -105,7 +105,12 @@ def _is_sensitive_attribute(key: str) -> bool:
 
 def encode_attribute(key: str, value: Any) -> str:
     """JSON string recorded for span attribute ``key``. Never raises."""
-    current = _policy or policy()
+    return encode_with_policy(key, value, _policy or policy())
+
+
+def encode_with_policy(key: str, value: Any, current: CapturePolicy) -> str:
+    """:func:`encode_attribute` under ``current``. Also what a deferred value is encoded with,
+    later and off the caller's thread, under the policy in force when it was recorded."""
     if not current.capture_content and key not in CONTENT_FREE_KEYS:
         return _NOT_RECORDED_JSON
     if current.limits.redact and _is_sensitive_attribute(key):
@@ -149,15 +154,5 @@ def _cut(value: str, current: CapturePolicy) -> str:
     return value[:limit] + f"...[truncated {len(value) - limit} of {len(value)} chars]"
 
 
-def encode_deferred(key: str, value: Any, current: CapturePolicy) -> str:
-    """:func:`encode_attribute` under the policy in force when the value was recorded (it was
-    deferred then, being immutable, and is encoded now, off the caller's thread)."""
-    if not current.capture_content and key not in CONTENT_FREE_KEYS:
-        return _NOT_RECORDED_JSON
-    if current.limits.redact and _is_sensitive_attribute(key):
-        return _REDACTED_JSON
-    return dump_json(value, current.limits)
-
-
 def install() -> None:
-    _span_module.set_capture_hooks(encode_attribute, event_attributes, status_description, encode_deferred)
+    _span_module.set_capture_hooks(encode_attribute, event_attributes, status_description, encode_with_policy)

@@ -79,7 +79,7 @@ class SpanStarter:
             self._fast = False
         self._template: _SpanTemplate | None = None
         if self._fast and self._processors_of is not None and len(self._processors_of) == 1:
-            self._template = _SpanTemplate.for_sdk(self._processors_of[0], self._common, self._with_end_metrics)
+            self._template = _SpanTemplate.for_sdk(self._processors_of[0], self._common)
 
     @property
     def fast(self) -> bool:
@@ -195,7 +195,7 @@ class _SpanTemplate:
         self._list_lock_type = _lock_factory(span._events._lock)
 
     @classmethod
-    def for_sdk(cls, processor: Any, common: dict[str, Any], with_end_metrics: bool) -> _SpanTemplate | None:
+    def for_sdk(cls, processor: Any, common: dict[str, Any]) -> _SpanTemplate | None:
         try:
             probe_context = SpanContext(1, 1, is_remote=False, trace_flags=_FLAGS[_SAMPLED])
             span = _SdkSpanImpl(name="probe", context=probe_context, parent=None, span_processor=processor, **common)
