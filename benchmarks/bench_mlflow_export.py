@@ -170,7 +170,8 @@ def _record_flowtel_requests(n: int, uri: str, experiment: str) -> list[list[Req
     os.environ["FLOWTEL_SPOOL_DIR"] = spool
     atexit.register(shutil.rmtree, spool, ignore_errors=True)  # runs after flowtel's own exit hook
     import flowtel
-    from flowtel.exporters import _http, _mlflow
+    from flowtel.delivery import _http
+    from flowtel.exporters.mlflow import _exporter as _mlflow
 
     produced = threading.Event()
     batches: list[list[Request]] = []

@@ -22,11 +22,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 
 import flowtel
+from flowtel.delivery._pipeline import estimate_size
 from flowtel.exporters import ExportResult, TraceExporter
-from flowtel.exporters._pipeline import estimate_size
 from flowtel.tracing import _runtime
 
 MESSAGES = [{"role": "user" if i % 2 else "assistant", "content": ("x" * 499) + str(i % 10)} for i in range(20)]
@@ -63,7 +67,7 @@ class _HeldPipeline:
         return True
 
     def stats(self) -> Any:
-        from flowtel.exporters._pipeline import DeliveryStats
+        from flowtel.delivery._pipeline import DeliveryStats
 
         return DeliveryStats(destination="held")
 

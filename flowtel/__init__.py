@@ -11,6 +11,8 @@ Switch from MLflow by changing the import::
 from __future__ import annotations
 
 from flowtel import tracing
+from flowtel._config import ConfigError
+from flowtel._exceptions import FlowtelException, TraceNotFoundError
 from flowtel._stats import get_delivery_stats
 from flowtel._version import __version__
 from flowtel.entities import (
@@ -20,6 +22,7 @@ from flowtel.entities import (
     AssessmentSourceType,
     Document,
     Expectation,
+    Experiment,
     Feedback,
     LiveSpan,
     NoOpSpan,
@@ -44,12 +47,10 @@ from flowtel.tracing._assessments import (
     override_feedback,
     update_assessment,
 )
-from flowtel.tracing._config import ConfigError
 from flowtel.tracing._distributed import (
     get_tracing_context_headers_for_http_request,
     set_tracing_context_from_http_request_headers,
 )
-from flowtel.tracing._exceptions import FlowtelException, TraceNotFoundError
 from flowtel.tracing._fluent import (
     add_trace,
     delete_trace_tag,
@@ -67,9 +68,9 @@ from flowtel.tracing._fluent import (
     trace,
     update_current_trace,
 )
-from flowtel.tracing._experiments import Experiment, set_experiment
 from flowtel.tracing._sessions import Session, search_sessions
-from flowtel.tracing._tracking import get_tracking_uri, is_tracking_uri_set, set_tracking_uri
+from flowtel.tracing._setup import set_experiment, set_tracking_uri
+from flowtel.tracing._tracking import get_tracking_uri, is_tracking_uri_set
 
 # ``flowtel.openai`` etc. import on first attribute access, so ``import flowtel`` imports no SDK.
 _LAZY_INTEGRATIONS = frozenset({"anthropic", "langchain", "openai"})

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowtel._errors import internal_error_counts
 from flowtel.tracing import _runtime
-from flowtel.tracing._errors import internal_error_counts
 
 
 def get_delivery_stats() -> dict[str, Any]:

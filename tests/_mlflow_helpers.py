@@ -15,7 +15,7 @@ from typing import Any
 
 import flowtel
 from flowtel.exporters import InMemoryExporter
-from flowtel.exporters._mlflow import create_mlflow_destination
+from flowtel.exporters.mlflow._exporter import create_mlflow_destination
 from flowtel.tracing import _experiments, _runtime
 
 # Keys the server adds to what the client sent.

@@ -26,7 +26,8 @@ if os.environ.get("CI"):
     _hypothesis_settings.load_profile("ci")
 
 import flowtel  # noqa: E402
-from flowtel.tracing import _errors, _runtime  # noqa: E402
+from flowtel import _errors
+from flowtel.tracing import _runtime  # noqa: E402
 from tests._servers.fixtures import *  # noqa: E402,F403
 from tests._servers.llm_fixtures import *  # noqa: E402,F403
 

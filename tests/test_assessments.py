@@ -11,7 +11,7 @@ import pytest
 
 import flowtel
 from flowtel import AssessmentError, AssessmentSource, Expectation, Feedback
-from flowtel.exporters._local import create_local_destination
+from flowtel.exporters.local._exporter import create_local_destination
 from flowtel.tracing import _experiments, _runtime
 
 pytest.register_assert_rewrite("tests._mlflow_helpers")

@@ -45,7 +45,7 @@ class _Held:
         return True
 
     def stats(self) -> Any:
-        from flowtel.exporters._pipeline import DeliveryStats
+        from flowtel.delivery._pipeline import DeliveryStats
 
         return DeliveryStats(destination="held")
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from flowtel.tracing._exceptions import FlowtelException, InvalidParameterError
-from flowtel.tracing._filter import (
+from flowtel._exceptions import FlowtelException, InvalidParameterError
+from flowtel.exporters.local._filter import (
     Clause,
     Entity,
     InvalidFilterError,

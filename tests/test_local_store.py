@@ -24,8 +24,16 @@ from typing import Any
 
 import pytest
 
-from flowtel.exporters import _local_store
-from flowtel.exporters._local_store import (
+from flowtel import _exceptions
+from flowtel.exporters.local import _store as _local_store
+from flowtel.exporters.local._filter import (
+    InvalidFilterError,
+    matches,
+    parse_filter,
+    parse_order_by,
+    sort_traces,
+)
+from flowtel.exporters.local._store import (
     AssessmentNotFoundError,
     InvalidArgumentError,
     InvalidTraceError,
@@ -35,8 +43,6 @@ from flowtel.exporters._local_store import (
     TagNotFoundError,
     TraceNotFoundError,
 )
-from flowtel.tracing import _exceptions
-from flowtel.tracing._filter import InvalidFilterError, matches, parse_filter, parse_order_by, sort_traces
 
 pytest.importorskip("mlflow")
 otel_trace = pytest.importorskip("opentelemetry.trace")
@@ -1184,7 +1190,7 @@ TRACES_PER_BATCH = 20
 # module would load MLflow in every child).
 _WRITER_PROCESS = """
 import os
-from flowtel.exporters._local_store import SqliteTraceStore
+from flowtel.exporters.local._store import SqliteTraceStore
 
 store = SqliteTraceStore(path)
 barrier.wait()  # every process starts writing at once

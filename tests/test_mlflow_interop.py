@@ -17,7 +17,8 @@ import mlflow
 import pytest
 
 import flowtel
-from flowtel.exporters._local import create_local_destination
+from flowtel.exporters.local import _experiments as local_experiments
+from flowtel.exporters.local._exporter import create_local_destination
 from flowtel.tracing import _experiments, _runtime
 
 pytest.register_assert_rewrite("tests._mlflow_helpers")
@@ -295,7 +296,7 @@ def test_set_experiment_on_the_embedded_store(tmp_path: Any) -> None:
     try:
         alpha, beta = flowtel.set_experiment("alpha"), flowtel.set_experiment("beta")
         assert (alpha.experiment_id, beta.experiment_id) == ("1", "2")
-        _experiments._local_registries.clear()  # as another process would see the file
+        local_experiments._local_registries.clear()  # as another process would see the file
         assert flowtel.set_experiment("alpha").experiment_id == "1"
         assert flowtel.set_experiment(experiment_id="0").name == "Default"
         with pytest.raises(flowtel.FlowtelException, match="does not exist"):

@@ -15,13 +15,24 @@ from opentelemetry.trace import Link, SpanContext
 
 import flowtel
 from flowtel import SpanEvent, SpanType
+from flowtel.delivery._http import HttpClient, HttpSettings
 from flowtel.entities import AssessmentSource, Trace
-from flowtel.exporters._http import HttpClient, HttpSettings
-from flowtel.exporters._mlflow import MlflowExporter, MlflowRestClient, MlflowTraceStore, create_mlflow_destination
+from flowtel.exporters.mlflow._exporter import (
+    MlflowExporter,
+    MlflowRestClient,
+    MlflowTraceStore,
+    create_mlflow_destination,
+)
 from flowtel.tracing import _experiments
 
 pytest.register_assert_rewrite("tests._mlflow_helpers")
-from tests._mlflow_helpers import FaultProxy, assert_same_trace, flowtel_to, new_experiment, self_signed_tls
+from tests._mlflow_helpers import (
+    FaultProxy,
+    assert_same_trace,
+    flowtel_to,
+    new_experiment,
+    self_signed_tls,
+)
 from tests._servers.mlflow_server import MlflowServer
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import flowtel
 from flowtel.exporters import LocalStoreExporter, OtlpExporter
-from flowtel.exporters._mlflow import create_mlflow_destination
+from flowtel.exporters.mlflow._exporter import create_mlflow_destination
 
 SECRET = "sk-proj-TOPSECRET-0123456789abcdef"
 CONTENT = "my-private-question-about-paris"

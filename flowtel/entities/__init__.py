@@ -23,6 +23,7 @@ from flowtel.entities._constants import (
     TraceTagKey,
 )
 from flowtel.entities._document import Document
+from flowtel.entities._experiment import Experiment
 from flowtel.entities._span import LiveSpan, NoOpSpan, Span, SpanLogLevel, SpanType
 from flowtel.entities._span_event import SpanEvent
 from flowtel.entities._span_status import SpanStatus, SpanStatusCode
@@ -42,6 +43,7 @@ __all__ = [
     "AssessmentSource",
     "AssessmentSourceType",
     "Document",
+    "Experiment",
     "Expectation",
     "ExpectationValue",
     "Feedback",

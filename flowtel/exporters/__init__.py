@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
+from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
 from flowtel.exporters._console import ConsoleExporter
-from flowtel.exporters._local import LocalStoreExporter
 from flowtel.exporters._memory import InMemoryExporter
-from flowtel.exporters._mlflow import MlflowExporter
-from flowtel.exporters._otel_bridge import ApplicationSpanCapture, MlflowSpanExporter
-from flowtel.exporters._otlp import OtlpExporter
+from flowtel.exporters.local._exporter import LocalStoreExporter
+from flowtel.exporters.mlflow._exporter import MlflowExporter
+from flowtel.exporters.mlflow._span_exporter import MlflowSpanExporter
+from flowtel.exporters.otlp._exporter import OtlpExporter
+from flowtel.tracing._app_spans import ApplicationSpanCapture
 
 __all__ = [
     "ApplicationSpanCapture",

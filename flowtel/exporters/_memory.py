@@ -3,8 +3,8 @@ from __future__ import annotations
 import threading
 from typing import Sequence
 
+from flowtel.delivery._exporter import ExportResult, TraceExporter
 from flowtel.entities import Trace
-from flowtel.exporters._base import ExportResult, TraceExporter
 
 
 class InMemoryExporter(TraceExporter):

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flowtel.integrations._registry import INTEGRATIONS, IntegrationNotInstalledError, set_enabled
-from flowtel.tracing._exceptions import InvalidParameterError
+from flowtel._exceptions import InvalidParameterError
+from flowtel.integrations._registry import (
+    INTEGRATIONS,
+    IntegrationNotInstalledError,
+    set_enabled,
+)
 
 __all__ = ["IntegrationNotInstalledError", "autolog"]
 

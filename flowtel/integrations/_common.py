@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import wrapt
 
+from flowtel._errors import report_internal_error
 from flowtel.entities import LiveSpan, NoOpSpan, SpanEvent, TokenUsageKey
 from flowtel.entities._constants import SpanAttributeKey
-from flowtel.tracing import _clock
-from flowtel.tracing import _fluent
-from flowtel.tracing._errors import report_internal_error
+from flowtel.tracing import _clock, _fluent
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol, cast
 
-from flowtel.tracing._errors import report_internal_error
-from flowtel.tracing._exceptions import FlowtelException
+from flowtel._errors import report_internal_error
+from flowtel._exceptions import FlowtelException
 
 __all__ = [
     "INTEGRATIONS",

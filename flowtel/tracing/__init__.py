@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from flowtel._config import ConfigError
+from flowtel.delivery import destination_for
 from flowtel.entities import _hooks
 from flowtel.tracing import _capture, _clock, _runtime
-from flowtel.tracing._config import ConfigError
 from flowtel.tracing._scope import context
 
 __all__ = [
@@ -187,14 +188,14 @@ def set_destination(*exporters: Any) -> None:
     With no argument, go back to the destinations configured by the environment. Traces
     already finished are delivered to the previous destinations first.
     """
-    from flowtel.exporters._base import TraceExporter
+    from flowtel.delivery._exporter import TraceExporter
 
     for exporter in exporters:
         if not isinstance(exporter, TraceExporter):
             raise ConfigError(
                 f"set_destination() takes flowtel exporters (flowtel.exporters.*), got {type(exporter).__name__}."
             )
-    _runtime.set_destinations([_runtime.destination_for(e) for e in exporters] or None)
+    _runtime.set_destinations([destination_for(e) for e in exporters] or None)
 
 
 def with_current_context(fn: Callable[..., T]) -> Callable[..., T]:

@@ -14,10 +14,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flowtel.entities import Assessment, AssessmentError, AssessmentSource, Expectation, Feedback
-from flowtel.entities._assessment import FeedbackValueType, update_assessment_request_body
+from flowtel._exceptions import InvalidParameterError
+from flowtel.entities import (
+    Assessment,
+    AssessmentError,
+    AssessmentSource,
+    Expectation,
+    Feedback,
+)
+from flowtel.entities._assessment import (
+    FeedbackValueType,
+    update_assessment_request_body,
+)
 from flowtel.entities._constants import NO_OP_SPAN_TRACE_ID
-from flowtel.tracing._exceptions import InvalidParameterError
 from flowtel.tracing._fluent import _record_of, _settle, _store
 
 __all__ = [

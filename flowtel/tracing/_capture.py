@@ -11,10 +11,15 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
+from flowtel import _config
 from flowtel.entities import _span as _span_module
 from flowtel.entities._constants import SpanAttributeKey
-from flowtel.tracing import _config
-from flowtel.tracing._serialize import REDACTED, CaptureLimits, dump_json, is_sensitive_key
+from flowtel.tracing._serialize import (
+    REDACTED,
+    CaptureLimits,
+    dump_json,
+    is_sensitive_key,
+)
 
 NOT_RECORDED = "[content not recorded]"
 _NOT_RECORDED_JSON = '"' + NOT_RECORDED + '"'

@@ -8,7 +8,14 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, StatusCode
 
-from flowtel.entities import Span, Trace, TraceData, TraceInfo, TraceLocation, TraceState
+from flowtel.entities import (
+    Span,
+    Trace,
+    TraceData,
+    TraceInfo,
+    TraceLocation,
+    TraceState,
+)
 from flowtel.entities._constants import (
     MAX_CHARS_IN_TRACE_IO_METADATA,
     PREVIEW_MAX_CHARS,

@@ -17,6 +17,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Link
 
+from flowtel._config import ConfigError
+from flowtel._errors import report_internal_error
+from flowtel._exceptions import FlowtelException, InvalidParameterError
 from flowtel.entities import (
     LiveSpan,
     NoOpSpan,
@@ -33,9 +36,6 @@ from flowtel.entities import _span as _span_module
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.entities._ids import otel_trace_id_from_mlflow
 from flowtel.tracing import _capture, _clock, _runtime, _scope
-from flowtel.tracing._config import ConfigError
-from flowtel.tracing._errors import report_internal_error
-from flowtel.tracing._exceptions import FlowtelException, InvalidParameterError
 from flowtel.tracing._sampling import SAMPLING_OVERRIDE_ATTRIBUTE
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
+from flowtel._errors import report_internal_error
 from flowtel.entities._ids import trace_id_from_otel
 from flowtel.entities._span import materialize
-from flowtel.tracing._errors import report_internal_error
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context

@@ -6,10 +6,7 @@ user's thread: destinations open connections and files on their delivery workers
 
 from __future__ import annotations
 
-import atexit
-import importlib
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,10 +15,17 @@ from typing import TYPE_CHECKING, Any, Callable
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
+from flowtel import _config
+from flowtel._errors import report_internal_error
 from flowtel._version import __version__
+from flowtel.delivery import _lifecycle as lifecycle
+from flowtel.delivery._destination import (
+    Destination,
+    create_destination,
+    with_pipelines,
+)
 from flowtel.entities import Trace
-from flowtel.tracing import _clock, _config, _experiments, _scope
-from flowtel.tracing._errors import report_internal_error
+from flowtel.tracing import _clock, _experiments, _scope
 from flowtel.tracing._finalize import finalize
 from flowtel.tracing._processor import TraceAssembler, TraceRecord
 from flowtel.tracing._sampling import make_sampler, trace_id_sampled
@@ -31,28 +35,10 @@ from flowtel.tracing._timeouts import TraceTimeouts, resolve_timeout
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
-    from flowtel.exporters._base import TraceExporter
-    from flowtel.exporters._pipeline import DeliveryPipeline, DeliveryStats
-    from flowtel.tracing._store import TraceStore
+    from flowtel.delivery._pipeline import DeliveryStats
+    from flowtel.delivery._store import TraceStore
 
 _logger = logging.getLogger("flowtel")
-
-# Destinations are found by import string so that tracing never imports exporters eagerly.
-DESTINATION_FACTORIES = {
-    "local": "flowtel.exporters._local:create_local_destination",
-    "mlflow": "flowtel.exporters._mlflow:create_mlflow_destination",
-    "otlp": "flowtel.exporters._otlp:create_otlp_destination",
-}
-
-
-@dataclass
-class Destination:
-    """An exporter, the pipeline in front of it, and its read side if it has one."""
-
-    exporter: TraceExporter
-    store: TraceStore | None = None
-    pipeline: DeliveryPipeline | None = None
-
 
 class PendingTrace:
     """A finished trace on its way to the destinations; finalised once, on first need."""
@@ -288,8 +274,8 @@ def _build_runtime() -> Runtime:
         provider=provider,
         tracer=tracer,
         assembler=assembler,
-        destinations=_with_pipelines(destinations),
-        experiment_id_resolver=lambda: _experiments.resolve_default_experiment_id(holder["rt"]),
+        destinations=with_pipelines(destinations),
+        experiment_id_resolver=lambda: _experiments.resolve_default_experiment_id(holder["rt"].store),
         root_sampler=root_sampler,
         starter=SpanStarter(provider, tracer, always_sample=ratio >= 1.0),
     )
@@ -323,16 +309,6 @@ def _apply_scope(record: TraceRecord, scope: Any) -> None:
         record.metadata.update(scope.metadata)
 
 
-def _with_pipelines(destinations: list[Destination]) -> list[Destination]:
-    from flowtel.exporters._pipeline import DeliveryOptions, DeliveryPipeline
-
-    options = DeliveryOptions.from_env()
-    for dest in destinations:
-        if dest.pipeline is None:
-            dest.pipeline = DeliveryPipeline(dest.exporter, options)
-    return destinations
-
-
 def default_destinations() -> list[Destination]:
     """Destinations from the environment: an MLflow server URI, or the embedded local store."""
     from flowtel.tracing._tracking import resolve_tracking_uri
@@ -353,18 +329,6 @@ def otlp_export_enabled() -> bool:
     if setting is not None:
         return setting
     return _config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.is_set() or _config.OTEL_EXPORTER_OTLP_ENDPOINT.is_set()
-
-
-def destination_for(exporter: TraceExporter) -> Destination:
-    """Wrap a user-supplied exporter; its read side (``exporter.store``) is used if it has one."""
-    return Destination(exporter=exporter, store=getattr(exporter, "store", None))
-
-
-def create_destination(kind: str, **options: Any) -> Destination:
-    module_name, _, attr = DESTINATION_FACTORIES[kind].partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    result: Destination = factory(**options)
-    return result
 
 
 def _drain_at_exit() -> None:
@@ -395,6 +359,5 @@ def _after_fork_in_child() -> None:
             runtime.timeouts.after_fork_in_child()
 
 
-atexit.register(_drain_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+lifecycle.on_exit(_drain_at_exit)
+lifecycle.on_fork_child(_after_fork_in_child)

@@ -511,7 +511,7 @@ def _failure_marker(value: object, exc: BaseException | None = None) -> str:
 def _report_internal_error(exc: BaseException) -> None:
     """Route a serializer bug to flowtel's internal-error channel (imported lazily, optional)."""
     try:
-        from flowtel.tracing._errors import report_internal_error
+        from flowtel._errors import report_internal_error
     except Exception:  # noqa: BLE001 - the channel is optional for this module
         _logger.debug("flowtel: serializing a span attribute failed", exc_info=exc)
         return

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from flowtel._exceptions import InvalidParameterError
 from flowtel.entities import TraceMetadataKey
 from flowtel.tracing import _runtime
-from flowtel.tracing._exceptions import InvalidParameterError
 from flowtel.tracing._fluent import _READ_FLUSH_TIMEOUT_S as _FLUSH_TIMEOUT_S
 from flowtel.tracing._fluent import _store, search_traces
 

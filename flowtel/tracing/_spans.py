@@ -23,12 +23,14 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry import trace as otel_trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Span as SdkSpan
 
 try:
-    from opentelemetry.sdk.trace import _Span as _SdkSpanImpl  # what Tracer.start_span builds
+    from opentelemetry.sdk.trace import (
+        _Span as _SdkSpanImpl,  # what Tracer.start_span builds
+    )
 except ImportError:  # pragma: no cover - an SDK without it takes the regular path
     _SdkSpanImpl = None  # type: ignore[assignment,misc]
 from opentelemetry.sdk.trace.sampling import Decision

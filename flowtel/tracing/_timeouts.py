@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, cast
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status, StatusCode
 
+from flowtel import _config
+from flowtel._errors import report_internal_error
 from flowtel.entities._span import materialize
-from flowtel.tracing import _config
-from flowtel.tracing._errors import report_internal_error
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Span as SdkSpan

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from flowtel.tracing import _config
-from flowtel.tracing._config import ConfigError
+from flowtel import _config
+from flowtel._config import ConfigError
 
 _uri_override: str | None = None
 
 
-def set_tracking_uri(uri: str | None) -> None:
-    """Send traces to an MLflow tracking server (``http(s)://host:port``); None or "" for the
-    embedded local store. Raises ConfigError for a URI flowtel cannot serve."""
+def override(uri: str) -> None:
+    """Record a validated URI (``""`` for the embedded store) as the one in force."""
     global _uri_override
-    validated = validate_tracking_uri(uri or "")
-    changed = (validated or "") != (_current_or_none() or "")
-    _uri_override = validated or ""
-    from flowtel.tracing import _experiments, _runtime
-
-    if changed:
-        _experiments.on_tracking_uri_change()
-    _runtime.reset()
+    _uri_override = uri
 
 
-def _current_or_none() -> str | None:
+def current_or_none() -> str | None:
     try:
         return resolve_tracking_uri()
     except ConfigError:

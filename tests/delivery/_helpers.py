@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import flowtel
+from flowtel.delivery._pipeline import DeliveryPipeline
 from flowtel.exporters import TraceExporter
-from flowtel.exporters._pipeline import DeliveryPipeline
 from flowtel.tracing import _runtime
 from tests._servers.otlp_receivers import OtlpReceiver
 

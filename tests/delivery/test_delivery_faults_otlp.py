@@ -16,7 +16,7 @@ import pytest
 
 import flowtel
 from flowtel.exporters import TraceExporter
-from flowtel.exporters._otlp import OtlpExporter
+from flowtel.exporters.otlp._exporter import OtlpExporter
 from tests._servers.otlp_receivers import (
     OtlpGrpcReceiver,
     OtlpHttpReceiver,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import flowtel
-from flowtel.exporters._spool import list_spools
+from flowtel.delivery._spool import list_spools
 from tests._servers.otlp_receivers import OtlpHttpReceiver
 from tests.delivery._helpers import (
     REPO_ROOT,

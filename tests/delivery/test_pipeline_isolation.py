@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 import flowtel
+from flowtel.delivery._pipeline import DeliveryOptions, DeliveryPipeline, RetryPolicy
 from flowtel.exporters import (
     ExportFailure,
     ExportResult,
     InMemoryExporter,
     TraceExporter,
 )
-from flowtel.exporters._pipeline import DeliveryOptions, DeliveryPipeline, RetryPolicy
 from tests.delivery._helpers import make_traces, route_to
 
 Verdict = Callable[[Sequence[flowtel.Trace]], ExportResult]

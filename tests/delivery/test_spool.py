@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import flowtel
-from flowtel.exporters import _spool
-from flowtel.exporters._pipeline import RetryPolicy
-from flowtel.exporters._spool import Spool, default_spool_root, list_spools
+from flowtel.delivery import _spool
+from flowtel.delivery._pipeline import RetryPolicy
+from flowtel.delivery._spool import Spool, default_spool_root, list_spools
 from tests._servers.otlp_receivers import OtlpHttpReceiver
 from tests.delivery._helpers import (
     REPO_ROOT,

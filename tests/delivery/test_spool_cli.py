@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import flowtel
-from flowtel._cli_spool import replay_spools
 from flowtel.cli import main as cli_main
+from flowtel.cli._spool import replay_spools
 from flowtel.tracing import _runtime
 from tests._servers.otlp_receivers import OtlpHttpReceiver
 from tests.delivery._helpers import assert_received_exactly, make_traces, route_to

@@ -13,7 +13,13 @@ import pytest
 import flowtel
 from tests._servers.llm_endpoint import ScriptedLLMServer
 from tests._servers.llm_fixtures import CLIENT_TIMEOUT_S, TEST_ANTHROPIC_API_KEY
-from tests.integrations._helpers import assert_no_secret, chunk_values, exception_event, only_span, tree
+from tests.integrations._helpers import (
+    assert_no_secret,
+    chunk_values,
+    exception_event,
+    only_span,
+    tree,
+)
 
 anthropic = pytest.importorskip("anthropic")
 

@@ -15,8 +15,8 @@ import pytest
 import wrapt
 
 import flowtel
+from flowtel._exceptions import FlowtelException
 from flowtel.integrations import IntegrationNotInstalledError, _registry
-from flowtel.tracing._exceptions import FlowtelException
 from tests._servers.llm_endpoint import ScriptedLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,9 @@ def _run_python(code: str) -> str:
 
 def _targets() -> list[tuple[type, str]]:
     """Every (class, method) the OpenAI and Anthropic integrations wrap in this SDK version."""
-    from flowtel.integrations import _common, anthropic as anthropic_integration, openai as openai_integration
+    from flowtel.integrations import _common
+    from flowtel.integrations import anthropic as anthropic_integration
+    from flowtel.integrations import openai as openai_integration
 
     found = []
     for module, cls, method, _kind in openai_integration._TARGETS:

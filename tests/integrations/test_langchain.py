@@ -12,8 +12,18 @@ import pytest
 
 import flowtel
 from tests._servers.llm_endpoint import OPENAI_CHAT_COMPLETIONS, ScriptedLLMServer
-from tests._servers.llm_fixtures import CLIENT_TIMEOUT_S, TEST_ANTHROPIC_API_KEY, TEST_OPENAI_API_KEY
-from tests.integrations._helpers import assert_no_secret, chunk_values, exception_event, only_span, tree
+from tests._servers.llm_fixtures import (
+    CLIENT_TIMEOUT_S,
+    TEST_ANTHROPIC_API_KEY,
+    TEST_OPENAI_API_KEY,
+)
+from tests.integrations._helpers import (
+    assert_no_secret,
+    chunk_values,
+    exception_event,
+    only_span,
+    tree,
+)
 
 pytest.importorskip("langchain_core")
 from langchain_core.agents import AgentAction, AgentFinish  # noqa: E402

@@ -15,7 +15,13 @@ import flowtel
 from flowtel.integrations import _common
 from tests._servers.llm_endpoint import ScriptedLLMServer
 from tests._servers.llm_fixtures import CLIENT_TIMEOUT_S, TEST_OPENAI_API_KEY
-from tests.integrations._helpers import assert_no_secret, chunk_values, exception_event, only_span, tree
+from tests.integrations._helpers import (
+    assert_no_secret,
+    chunk_values,
+    exception_event,
+    only_span,
+    tree,
+)
 
 openai = pytest.importorskip("openai")
 pydantic = pytest.importorskip("pydantic")

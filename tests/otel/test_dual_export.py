@@ -10,8 +10,8 @@ import pytest
 
 import flowtel
 from flowtel import SpanType
+from flowtel.delivery._pipeline import DeliveryPipeline
 from flowtel.exporters import LocalStoreExporter, OtlpExporter
-from flowtel.exporters._pipeline import DeliveryPipeline
 from flowtel.tracing import _runtime
 from tests._servers.mlflow_server import MlflowServer
 from tests._servers.otlp_receivers import OtlpGrpcReceiver, OtlpHttpReceiver

@@ -9,7 +9,7 @@ import pytest
 
 import flowtel
 from flowtel.exporters import OtlpExporter
-from flowtel.exporters._otlp import resolve_otlp_settings
+from flowtel.exporters.otlp._exporter import resolve_otlp_settings
 from flowtel.tracing import _runtime
 
 

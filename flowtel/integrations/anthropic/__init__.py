@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flowtel._errors import report_internal_error
 from flowtel.entities import LiveSpan, SpanType
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.integrations import _common, _registry
 from flowtel.integrations._common import LLMCall, Patcher, SdkState, field_of
-from flowtel.tracing._errors import report_internal_error
 
 __all__ = ["autolog"]
 

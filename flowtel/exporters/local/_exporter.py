@@ -8,15 +8,15 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any, Sequence
 
+from flowtel._exceptions import FlowtelException
+from flowtel.delivery import Destination
+from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
+from flowtel.delivery._store import TraceStore
 from flowtel.entities import Trace
-from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
-from flowtel.tracing._exceptions import FlowtelException
-from flowtel.tracing._runtime import Destination
-from flowtel.tracing._store import TraceStore
 
 if TYPE_CHECKING:
     from flowtel.entities import Assessment
-    from flowtel.exporters._local_store import SqliteTraceStore
+    from flowtel.exporters.local._store import SqliteTraceStore
 
 
 def create_local_destination(path: str | os.PathLike[str]) -> Destination:
@@ -39,7 +39,7 @@ class LocalTraceStore(TraceStore):
         if self._db is None:
             with self._lock:
                 if self._db is None:
-                    from flowtel.exporters._local_store import SqliteTraceStore
+                    from flowtel.exporters.local._store import SqliteTraceStore
 
                     self._db = SqliteTraceStore(self.path)
         return self._db
@@ -118,12 +118,12 @@ class LocalStoreExporter(TraceExporter):
         if isinstance(path, LocalTraceStore):
             self.store = path
         else:
-            from flowtel.tracing import _config
+            from flowtel import _config
 
             self.store = LocalTraceStore(path if path is not None else _config.FLOWTEL_STORE_PATH.get())
 
     def export(self, traces: Sequence[Trace]) -> ExportResult:
-        from flowtel.exporters._local_store import InvalidTraceError
+        from flowtel.exporters.local._store import InvalidTraceError
 
         try:
             self.store.write(traces)

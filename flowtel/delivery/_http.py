@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowtel import _config
 from flowtel._version import __version__
-from flowtel.tracing import _config
 
 __all__ = ["HttpClient", "HttpResponse", "HttpSettings", "TransportError"]
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from flowtel.integrations import _registry
 
 if TYPE_CHECKING:
-    from flowtel.integrations._langchain_tracer import FlowtelLangchainTracer
+    from flowtel.integrations.langchain._tracer import FlowtelLangchainTracer
 
 __all__ = ["FlowtelLangchainTracer", "autolog"]
 
@@ -49,7 +49,7 @@ def autolog(disable: bool = False, *, log_traces: bool = True, silent: bool = Fa
 
 def __getattr__(name: str) -> Any:
     if name == "FlowtelLangchainTracer":
-        from flowtel.integrations._langchain_tracer import FlowtelLangchainTracer
+        from flowtel.integrations.langchain._tracer import FlowtelLangchainTracer
 
         return FlowtelLangchainTracer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -80,7 +80,7 @@ _registered = False
 def _install() -> None:
     from langchain_core.tracers.context import register_configure_hook
 
-    from flowtel.integrations._langchain_tracer import FlowtelLangchainTracer
+    from flowtel.integrations.langchain._tracer import FlowtelLangchainTracer
 
     global _registered
     with _lock:

@@ -12,7 +12,7 @@ v2 StartTrace/EndTrace calls. A capability found missing is re-checked after
 server.
 
 The exporter never raises: each trace that was not delivered is reported in
-:class:`~flowtel.exporters._base.ExportResult` with a retryable flag (connection errors,
+:class:`~flowtel.delivery._exporter.ExportResult` with a retryable flag (connection errors,
 timeouts, 408, 429, 5xx and the 400 an overloaded server gives for a busy database are
 retryable; ``Retry-After`` is passed on; other 4xx, e.g. an unknown experiment or refused
 credentials, are not). A batch the server refuses as a whole is split to isolate the trace that
@@ -38,18 +38,41 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context as otel_context
 
-from flowtel.entities import Assessment, Trace, TraceData, TraceInfo, TraceLocation
+from flowtel import _config
+from flowtel._config import ConfigError
+from flowtel._errors import report_internal_error
+from flowtel._exceptions import (
+    FlowtelException,
+    InvalidParameterError,
+    TraceNotFoundError,
+)
+from flowtel.delivery import Destination
+from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
+from flowtel.delivery._http import (
+    HttpClient,
+    HttpResponse,
+    HttpSettings,
+    TransportError,
+)
+from flowtel.delivery._store import TraceStore
+from flowtel.entities import (
+    Assessment,
+    Experiment,
+    Trace,
+    TraceData,
+    TraceInfo,
+    TraceLocation,
+)
 from flowtel.entities._constants import SpanAttributeKey, TraceTagKey
-from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
-from flowtel.exporters._http import HttpClient, HttpResponse, HttpSettings, TransportError
-from flowtel.exporters._otlp_encode import build_request, distributed_parent, span_from_otlp_dict
-from flowtel.tracing import _config
-from flowtel.tracing._config import ConfigError
-from flowtel.tracing._errors import report_internal_error
-from flowtel.tracing._exceptions import FlowtelException, InvalidParameterError, TraceNotFoundError
-from flowtel.tracing._experiments import UNRESOLVED_EXPERIMENT_PREFIX, Experiment, resolve_experiment_name
-from flowtel.tracing._runtime import Destination
-from flowtel.tracing._store import TraceStore
+from flowtel.exporters.mlflow._encode import (
+    build_request,
+    distributed_parent,
+    span_from_otlp_dict,
+)
+from flowtel.tracing._experiments import (
+    UNRESOLVED_EXPERIMENT_PREFIX,
+    resolve_experiment_name,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

@@ -7,7 +7,7 @@ raises, never touches the network or the disk). Two daemon threads per destinati
   failures with exponential backoff and jitter (honouring ``Retry-After``), isolates a trace that
   makes the destination refuse a whole batch by bisecting the batch, and replays the spool;
 * the **spill worker** (only with a spool) moves queued traces to the durable on-disk spool
-  (:mod:`flowtel.exporters._spool`) when memory passes half of its budget, and moves all of them
+  (:mod:`flowtel.delivery._spool`) when memory passes half of its budget, and moves all of them
   there while the destination is unreachable.
 
 Every trace ends in exactly one bucket, counted per destination: sent, spooled (and later
@@ -28,7 +28,6 @@ import contextlib
 import logging
 import os
 import random
-import sys
 import threading
 import time
 import weakref
@@ -40,20 +39,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context
 
-from flowtel.entities._span import attribute_bytes
-from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
-from flowtel.exporters._spool import (
+from flowtel import _config
+from flowtel._errors import report_internal_error
+from flowtel.delivery import _lifecycle as lifecycle
+from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
+from flowtel.delivery._spool import (
     Spool,
     SpoolFullError,
     WriteResult,
     default_spool_root,
 )
-from flowtel.tracing import _config
-from flowtel.tracing._errors import report_internal_error
+from flowtel.entities._span import attribute_bytes
 
 if TYPE_CHECKING:
+    from flowtel.delivery._spool import ClaimedBatch
     from flowtel.entities import Trace
-    from flowtel.exporters._spool import ClaimedBatch
 
 __all__ = [
     "Deliverable",
@@ -357,7 +357,7 @@ class DeliveryPipeline:
         self._created_pid = os.getpid()  # a worker in another process is in a forked child
         self._init_state()
         _PIPELINES.add(self)
-        _install_multiprocessing_drain()
+        lifecycle.install_multiprocessing_drain()
         if self._spool is not None:
             with self._lock:
                 self._start_export_worker_locked()  # replays what an earlier run left behind
@@ -1268,51 +1268,9 @@ def _instrumentation_suppressed() -> Iterator[None]:
 _PIPELINES: weakref.WeakSet[DeliveryPipeline] = weakref.WeakSet()
 
 
-class _MultiprocessingHook:
-    """Owner object for multiprocessing's after-fork registry (it keys on a live object)."""
-
-
-_MP_HOOK = _MultiprocessingHook()
-_mp_finalizer_pid = 0
-
-
-def _install_multiprocessing_drain() -> None:
-    """Make multiprocessing children drain at exit: they leave through ``os._exit``, which
-    skips ``atexit``, but multiprocessing runs its own finalizers first."""
-    if "multiprocessing" not in sys.modules:
-        return  # a child can only exist once multiprocessing is imported; see _reset_after_fork
-    import multiprocessing
-    import multiprocessing.util as mp_util
-
-    mp_util.register_after_fork(_MP_HOOK, _register_exit_finalizer)
-    if multiprocessing.parent_process() is not None:
-        _register_exit_finalizer(_MP_HOOK)  # spawned child: pipelines are built after bootstrap
-
-
-def _register_exit_finalizer(_owner: object) -> None:
-    global _mp_finalizer_pid
-    if _mp_finalizer_pid == os.getpid():
-        return
-    import multiprocessing.util as mp_util
-
-    _mp_finalizer_pid = os.getpid()
-    mp_util.Finalize(None, _drain_runtime, exitpriority=100)
-
-
-def _drain_runtime() -> None:
-    from flowtel.tracing import _runtime
-
-    _runtime._drain_at_exit()
-
-
 def _reset_after_fork() -> None:
     for pipeline in list(_PIPELINES):
         pipeline._after_fork_in_child()
-    if "multiprocessing.util" in sys.modules:
-        # Runs before multiprocessing's bootstrap clears its finalizers; the after-fork
-        # callback it then runs registers our exit drain in the child.
-        sys.modules["multiprocessing.util"].register_after_fork(_MP_HOOK, _register_exit_finalizer)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+lifecycle.on_fork_child(_reset_after_fork)

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Union
 
-from flowtel.tracing._exceptions import InvalidParameterError
+from flowtel._exceptions import InvalidParameterError
 
 __all__ = [
     "Clause",

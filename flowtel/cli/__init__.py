@@ -30,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - a CLI prints one clear line, not a traceback
-        from flowtel.tracing._config import ConfigError
-        from flowtel.tracing._exceptions import FlowtelException
+        from flowtel._config import ConfigError
+        from flowtel._exceptions import FlowtelException
 
         if isinstance(exc, (FlowtelException, ConfigError)):
             print(f"error: {exc}", file=sys.stderr)
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("trace_id", help="a trace id, or 'latest' for the newest trace")
     export.set_defaults(handler=_export)
     try:
-        from flowtel._cli_spool import add_spool_commands
+        from flowtel.cli._spool import add_spool_commands
     except ImportError:
         pass
     else:

@@ -23,11 +23,18 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from opentelemetry import trace as otel_trace
 
-from flowtel.entities import Document, LiveSpan, NoOpSpan, SpanEvent, SpanType, TraceMetadataKey
+from flowtel._errors import report_internal_error
+from flowtel.entities import (
+    Document,
+    LiveSpan,
+    NoOpSpan,
+    SpanEvent,
+    SpanType,
+    TraceMetadataKey,
+)
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.integrations import _common
 from flowtel.tracing import _clock, _fluent
-from flowtel.tracing._errors import report_internal_error
 
 __all__ = ["FlowtelLangchainTracer"]
 

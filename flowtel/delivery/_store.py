@@ -4,14 +4,14 @@ assessments talk to (the embedded store or an MLflow server)."""
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from flowtel.entities import Assessment, Trace
+    from flowtel.entities import Assessment, Experiment, Trace
 
 
 class TraceStore(abc.ABC):
-    """Raise :class:`~flowtel.tracing._exceptions.FlowtelException` (or a subclass) on failure."""
+    """Raise :class:`~flowtel._exceptions.FlowtelException` (or a subclass) on failure."""
 
     @abc.abstractmethod
     def get_trace(self, trace_id: str) -> Trace | None: ...
@@ -48,3 +48,16 @@ class TraceStore(abc.ABC):
 
     def close(self) -> None:
         return None
+
+
+@runtime_checkable
+class ExperimentRegistry(Protocol):
+    """Where experiments are looked up and created (an MLflow server, or the local table)."""
+
+    registry_key: str
+
+    def get_experiment(self, experiment_id: str) -> Experiment | None: ...
+
+    def get_experiment_by_name(self, name: str) -> Experiment | None: ...
+
+    def create_experiment(self, name: str) -> str: ...

@@ -31,17 +31,23 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    InstrumentationScope,
+    KeyValue,
+)
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as PbResource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags, Status
 from opentelemetry.trace import SpanKind, StatusCode
 
+from flowtel._errors import report_internal_error
 from flowtel.entities._constants import SpanAttributeKey, TraceMetadataKey, TraceTagKey
-from flowtel.exporters._genai import CONVERSATION_ID, genai_view
-from flowtel.exporters._otel_bridge import CapturedSpan
-from flowtel.tracing._errors import report_internal_error
+from flowtel.exporters.otlp._genai import CONVERSATION_ID, genai_view
+from flowtel.tracing._app_spans import CapturedSpan
 from flowtel.tracing._finalize import remote_parent_of
 
 if TYPE_CHECKING:

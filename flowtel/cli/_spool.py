@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flowtel.exporters._pipeline import DeliveryOptions
-    from flowtel.exporters._spool import SpoolSummary
-    from flowtel.tracing._runtime import Destination
+    from flowtel.delivery import Destination
+    from flowtel.delivery._pipeline import DeliveryOptions
+    from flowtel.delivery._spool import SpoolSummary
 
 __all__ = ["ReplayReport", "add_spool_commands", "replay_spools"]
 
@@ -56,7 +56,7 @@ def add_spool_commands(subparsers: Any) -> None:
 
 # -- list ----------------------------------------------------------------------------------------
 def _cmd_list(args: argparse.Namespace) -> int:
-    from flowtel.exporters._spool import list_spools
+    from flowtel.delivery._spool import list_spools
 
     root = _root(args)
     if root is None:
@@ -112,7 +112,7 @@ def replay_spools(
 
     Blocks. Destinations without a ``destination_key`` (local store, memory) have no spool.
     """
-    from flowtel.exporters._pipeline import DeliveryOptions, DeliveryPipeline
+    from flowtel.delivery._pipeline import DeliveryOptions, DeliveryPipeline
 
     options = options or DeliveryOptions.from_env()
     reports = []
@@ -132,7 +132,7 @@ def replay_spools(
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from flowtel.exporters._pipeline import DeliveryOptions
+    from flowtel.delivery._pipeline import DeliveryOptions
     from flowtel.tracing import _runtime
 
     if getattr(args, "tracking_uri", None):
@@ -141,7 +141,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if args.spool_dir:
         from dataclasses import replace
 
-        from flowtel.exporters._pipeline import SpoolOptions
+        from flowtel.delivery._pipeline import SpoolOptions
 
         options = replace(options, spool=SpoolOptions(Path(args.spool_dir), require_private_root=False))
     reports = replay_spools(_runtime.default_destinations(), options=options, timeout=args.timeout)
@@ -158,7 +158,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 # -- purge ---------------------------------------------------------------------------------------
 def _cmd_purge(args: argparse.Namespace) -> int:
-    from flowtel.exporters._spool import list_spools, purge_directory
+    from flowtel.delivery._spool import list_spools, purge_directory
 
     root = _root(args)
     if root is None:
@@ -200,7 +200,7 @@ def _select(summaries: list[SpoolSummary], names: list[str], *, everything: bool
 def _root(args: argparse.Namespace) -> Path | None:
     if args.spool_dir:
         return Path(os.path.expanduser(args.spool_dir))
-    from flowtel.exporters._pipeline import spool_options_from_env
+    from flowtel.delivery._pipeline import spool_options_from_env
 
     options = spool_options_from_env()
     if options is None:

@@ -2,7 +2,7 @@
 
 Traces go in and come out in MLflow's ``Trace.to_dict()`` form, so what is stored here reads back
 in MLflow (and MLflow's JSON reads back here). Searching uses MLflow's filter grammar
-(:mod:`flowtel.tracing._filter`), translated to SQL.
+(:mod:`flowtel.exporters.local._filter`), translated to SQL.
 
 Layout (schema version :data:`SCHEMA_VERSION`, recorded in ``meta``):
 
@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from flowtel.tracing import _exceptions
-from flowtel.tracing import _filter as flt
-from flowtel.tracing._filter import Clause, Entity, Op, OrderBy
+from flowtel import _exceptions
+from flowtel.exporters.local import _filter as flt
+from flowtel.exporters.local._filter import Clause, Entity, Op, OrderBy
 
 __all__ = [
     "AssessmentNotFoundError",

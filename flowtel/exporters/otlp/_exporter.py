@@ -4,7 +4,7 @@ Configuration follows the OTel specification's "OTLP Exporter Configuration": th
 ``OTEL_EXPORTER_OTLP_*`` variables (a traces-specific variable wins over the general one), with
 the spec's endpoint rules, overridden by constructor arguments (:func:`resolve_otlp_settings`).
 
-Encoding: :mod:`flowtel.exporters._otlp_spans` builds the ``ExportTraceServiceRequest`` straight
+Encoding: :mod:`flowtel.exporters.otlp._encode` builds the ``ExportTraceServiceRequest`` straight
 from flowtel's spans. Transport: the official OTLP ``TraceService`` gRPC stub of
 ``opentelemetry-proto``, or a protobuf ``POST`` over a keep-alive ``requests`` session -- what
 the OTel SDK's ``OTLPSpanExporter`` classes do. Those classes are not used as such because they
@@ -37,16 +37,18 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.resources import Resource
 
+from flowtel import _config
+from flowtel._config import ConfigError
+from flowtel._errors import report_internal_error
 from flowtel._version import __version__
-from flowtel.exporters._base import ExportFailure, ExportResult, TraceExporter
-from flowtel.exporters._otlp_spans import CONVENTIONS, Conventions, SpanEncoder
-from flowtel.tracing import _config
-from flowtel.tracing._config import ConfigError
-from flowtel.tracing._errors import report_internal_error
-from flowtel.tracing._runtime import Destination
+from flowtel.delivery import Destination
+from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
+from flowtel.exporters.otlp._encode import CONVENTIONS, Conventions, SpanEncoder
 
 if TYPE_CHECKING:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
 
     from flowtel.entities import Trace
 
@@ -488,7 +490,9 @@ class _GrpcTransport(_Transport):
 
     def __init__(self, settings: OtlpSettings) -> None:
         import grpc
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
+            TraceServiceStub,
+        )
 
         self._grpc = grpc
         parts = urllib.parse.urlsplit(settings.endpoint)
@@ -533,7 +537,9 @@ def _compress(body: bytes, compression: str) -> bytes:
 def _check_partial_success(body: bytes) -> None:
     if not body:
         return
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
 
     response = ExportTraceServiceResponse()
     try:
@@ -566,7 +572,7 @@ def _failure_from_requests(exc: Exception) -> ExportFailure:
 
 
 def _failure_from_http(status: int, headers: Mapping[str, str], body: bytes) -> ExportFailure:
-    from flowtel.exporters._http import parse_retry_after
+    from flowtel.delivery._http import parse_retry_after
 
     return ExportFailure(
         f"http_{status}",

@@ -1,0 +1,103 @@
+"""Process lifecycle in one place: interpreter exit, ``fork``, and multiprocessing children.
+
+Every module that owns per-process state registers with this module instead of with ``atexit``,
+``os.register_at_fork`` or ``multiprocessing.util`` directly, so the order is known and one
+place says which hook runs when:
+
+- :func:`on_exit` hooks run once per process, in registration order, at interpreter exit
+  (``atexit``) and, in multiprocessing children that leave through ``os._exit`` and so skip
+  ``atexit``, from a multiprocessing finaliser that those children run first.
+- :func:`on_fork_child` hooks run in a forked child, in registration order, before any user
+  code: they must only drop state (locks, queues, threads) inherited from the parent.
+
+Hooks must not raise; a hook that does is reported as an internal error and the others still run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from collections.abc import Callable
+
+from flowtel._errors import report_internal_error
+
+__all__ = ["install_multiprocessing_drain", "on_exit", "on_fork_child"]
+
+_exit_hooks: list[Callable[[], None]] = []
+_fork_hooks: list[Callable[[], None]] = []
+_exited_pid = 0
+
+
+def on_exit(hook: Callable[[], None]) -> None:
+    """Run ``hook`` once when this process exits (also a multiprocessing child)."""
+    if hook not in _exit_hooks:
+        _exit_hooks.append(hook)
+
+
+def on_fork_child(hook: Callable[[], None]) -> None:
+    """Run ``hook`` in a forked child right after ``fork()``."""
+    if hook not in _fork_hooks:
+        _fork_hooks.append(hook)
+
+
+def _run_exit_hooks() -> None:
+    global _exited_pid
+    if _exited_pid == os.getpid():
+        return  # the multiprocessing finaliser ran, then atexit
+    _exited_pid = os.getpid()
+    _run(_exit_hooks, "exit hook")
+
+
+def _after_fork_in_child() -> None:
+    _run(_fork_hooks, "after-fork hook")
+    if "multiprocessing.util" in sys.modules:
+        # Runs before multiprocessing's bootstrap clears its finalizers; the after-fork
+        # callback it then runs registers the exit drain in the child.
+        sys.modules["multiprocessing.util"].register_after_fork(_MP_HOOK, _register_exit_finalizer)
+
+
+def _run(hooks: list[Callable[[], None]], what: str) -> None:
+    for hook in list(hooks):
+        try:
+            hook()
+        except Exception as exc:  # noqa: BLE001 - never raise at exit or in a fresh child
+            report_internal_error(what, exc)
+
+
+# -- multiprocessing -----------------------------------------------------------------------------
+class _MultiprocessingHook:
+    """Owner object for multiprocessing's after-fork registry (it keys on a live object)."""
+
+
+_MP_HOOK = _MultiprocessingHook()
+_mp_finalizer_pid = 0
+
+
+def install_multiprocessing_drain() -> None:
+    """Make multiprocessing children run the exit hooks: they leave through ``os._exit``, which
+    skips ``atexit``, but multiprocessing runs its own finalizers first. Called when delivery
+    starts (a child can only exist once multiprocessing is imported)."""
+    if "multiprocessing" not in sys.modules:
+        return
+    import multiprocessing
+    import multiprocessing.util as mp_util
+
+    mp_util.register_after_fork(_MP_HOOK, _register_exit_finalizer)
+    if multiprocessing.parent_process() is not None:
+        _register_exit_finalizer(_MP_HOOK)  # spawned child: pipelines are built after bootstrap
+
+
+def _register_exit_finalizer(_owner: object) -> None:
+    global _mp_finalizer_pid
+    if _mp_finalizer_pid == os.getpid():
+        return
+    import multiprocessing.util as mp_util
+
+    _mp_finalizer_pid = os.getpid()
+    mp_util.Finalize(None, _run_exit_hooks, exitpriority=100)
+
+
+atexit.register(_run_exit_hooks)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
