@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import wrapt
 
 from flowtel._errors import report_internal_error
+from flowtel._redaction import REDACTED, is_sensitive_key
 from flowtel.entities import LiveSpan, NoOpSpan, SpanEvent, TokenUsageKey
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.tracing import _clock, _fluent
@@ -83,7 +84,6 @@ _logger = logging.getLogger("flowtel")
 #: counted (``flowtel.stream.chunks``) so a very long stream keeps a bounded span.
 MAX_CHUNK_EVENTS = 1000
 #: What a credential value is replaced by in recorded inputs and attributes.
-REDACTED = "[REDACTED]"
 
 CHUNK_EVENT_PREFIX = "mlflow.chunk.item."
 CHUNK_VALUE_KEY = "mlflow.chunk.value"
@@ -614,22 +614,7 @@ def import_attr(module: str, *names: str) -> Any:
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-_SENSITIVE_KEYS = frozenset({
-    "api_key", "apikey", "authorization", "proxy_authorization", "x_api_key", "api_token",
-    "cookie", "set_cookie", "password", "passwd", "secret", "client_secret", "token",
-    "access_token", "refresh_token", "id_token", "auth_token", "bearer_token", "session_token",
-    "private_key", "x_goog_api_key", "ocp_apim_subscription_key", "azure_ad_token",
-})
-_SENSITIVE_SUFFIXES = ("_api_key", "_secret", "_password", "_access_token", "_auth_token")
 _HEADER_KWARGS = frozenset({"extra_headers", "default_headers", "headers", "extra_query", "default_query"})
-
-
-def is_sensitive_key(key: object) -> bool:
-    """Whether a kwarg / header / mapping key names a credential (``api_key``, ``Authorization``...)."""
-    if not isinstance(key, str):
-        return False
-    normal = key.lower().replace("-", "_")
-    return normal in _SENSITIVE_KEYS or normal.endswith(_SENSITIVE_SUFFIXES)
 
 
 def scrub_mapping(value: Any, depth: int = 4) -> Any:
