@@ -18,6 +18,10 @@ $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -e ".[test]"
 	@touch $@ $(VENV)/.core $(VENV)/.demo
 
+$(VENV)/.lint: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e ".[lint]"
+	@touch $@ $(VENV)/.core
+
 $(VENV)/.demo: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -e ".[openai]"
 	@touch $@ $(VENV)/.core
@@ -36,6 +40,11 @@ demo: $(VENV)/.demo
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q -p no:randomly
+
+# The gate: ruff (configured in pyproject.toml) on everything, mypy --strict on flowtel/.
+lint: $(VENV)/.lint
+	$(VENV)/bin/ruff check flowtel tests benchmarks examples
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/run_all.py

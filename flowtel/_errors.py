@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 _logger = logging.getLogger("flowtel")
 _lock = threading.Lock()

@@ -464,7 +464,7 @@ def test_nesting_limit_matches_mlflow_exactly(dicts: int, leaf: Any) -> None:
             return False
         return True
 
-    for lists in range(0, 51):
+    for lists in range(51):
         value = _nest(leaf, dicts, lists)
         assert accepted(FLOWTEL, value) == accepted(MLFLOW, value), (dicts, lists)
 

@@ -102,7 +102,7 @@ def _list(args: argparse.Namespace) -> int:
         max_results=max(1, args.limit), page_token=None, include_spans=False,
     )
     if not traces:
-        print("No traces found." + (" (filter: %s)" % args.filter_string if args.filter_string else ""))
+        print("No traces found." + (f" (filter: {args.filter_string})" if args.filter_string else ""))
         return 0
     rows = [("TRACE ID", "NAME", "STATE", "DURATION", "TOKENS", "STARTED")]
     for t in traces:
@@ -167,8 +167,10 @@ def render_trace(trace: Trace) -> str:
     info = trace.info
     lines = [
         f"Trace {info.trace_id}  {info.tags.get('mlflow.traceName', '')}",
-        f"  state: {info.state.value}   duration: {_ms(info.execution_duration)}   "
-        f"started: {_time(info.request_time)}   tokens: {_tokens(info.token_usage)}",
+        (
+            f"  state: {info.state.value}   duration: {_ms(info.execution_duration)}   "
+            f"started: {_time(info.request_time)}   tokens: {_tokens(info.token_usage)}"
+        ),
     ]
     user_tags = {k: v for k, v in info.tags.items() if not k.startswith("mlflow.")}
     if user_tags:

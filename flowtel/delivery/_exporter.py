@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from flowtel.entities import Trace
@@ -70,7 +71,7 @@ class TraceExporter(abc.ABC):
         parent keeps using them, and two processes writing to one socket corrupt each other's
         requests. Build them anew on the next export. Default: nothing to drop.
         """
-        return None
+        return
 
     def shutdown(self) -> None:
         return None

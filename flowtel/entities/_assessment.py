@@ -277,7 +277,7 @@ class AssessmentSourceType:
     def _parse(source_type: str) -> str:
         source_type = str(source_type).upper()
         if source_type == AssessmentSourceType.AI_JUDGE:
-            warnings.warn("AI_JUDGE is deprecated. Use LLM_JUDGE instead.", FutureWarning)
+            warnings.warn("AI_JUDGE is deprecated. Use LLM_JUDGE instead.", FutureWarning, stacklevel=2)
             source_type = AssessmentSourceType.LLM_JUDGE
         if source_type not in AssessmentSourceType._SOURCE_TYPES:
             raise ValueError(

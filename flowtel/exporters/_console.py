@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import sys
-from typing import IO, Sequence
+from collections.abc import Sequence
+from typing import IO
 
 from flowtel.delivery._exporter import ExportResult, TraceExporter
 from flowtel.entities import Trace

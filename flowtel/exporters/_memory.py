@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from flowtel.delivery._exporter import ExportResult, TraceExporter
 from flowtel.entities import Trace

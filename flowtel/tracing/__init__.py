@@ -140,11 +140,11 @@ def configure(
             _check_processor(processor)
         _span_processors[:] = list(span_processors)
     changes = {
-        k: v for k, v in dict(
-            capture_content=capture_content, redact=redact, capture_binary=capture_binary,
-            max_attribute_bytes=max_attribute_bytes, max_depth=max_depth, max_items=max_items,
-            max_string_chars=max_string_chars,
-        ).items() if v is not None
+        k: v for k, v in {
+            "capture_content": capture_content, "redact": redact, "capture_binary": capture_binary,
+            "max_attribute_bytes": max_attribute_bytes, "max_depth": max_depth, "max_items": max_items,
+            "max_string_chars": max_string_chars,
+        }.items() if v is not None
     }
     previous_policy = None
     if changes:

@@ -133,7 +133,7 @@ def event_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
             clean[key] = NOT_RECORDED
         elif current.limits.redact and is_sensitive_key(key):
             clean[key] = REDACTED
-        elif isinstance(value, bool) or isinstance(value, (int, float)):
+        elif isinstance(value, (bool, int, float)):
             clean[key] = value
         elif isinstance(value, str):
             # Chunk values are JSON documents already limited by dump_json; cutting would break them.

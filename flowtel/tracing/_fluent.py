@@ -519,7 +519,7 @@ def _wrap_generator(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any
                     _detach(token)
                     _end_closed(span, chunks, opts)
                 raise
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed back into the user's generator as is
                 to_throw = exc
 
     return wrapper
@@ -575,7 +575,7 @@ def _wrap_async_generator(fn: Callable[..., Any], opts: _Options) -> Callable[..
                     _detach(token)
                     _end_closed(span, chunks, opts)
                 raise
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed back into the user's generator as is
                 to_throw = exc
 
     return wrapper

@@ -326,9 +326,9 @@ def _scan(value: Any, depth: int, budget: int, limits: CaptureLimits) -> int:
     if budget < 0:
         return -1
     if type(value) is dict:
-        if not (_PLAIN_KEYS.issuperset(value) and limits.max_string_chars >= _PLAIN_KEY_MAX_CHARS):
-            if not _keys_are_plain(value, limits):
-                return -1
+        plain = _PLAIN_KEYS.issuperset(value) and limits.max_string_chars >= _PLAIN_KEY_MAX_CHARS
+        if not plain and not _keys_are_plain(value, limits):
+            return -1
         children: Iterable[Any] = value.values()
     else:
         children = value

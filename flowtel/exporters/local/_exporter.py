@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from flowtel._exceptions import FlowtelException
 from flowtel.delivery import Destination

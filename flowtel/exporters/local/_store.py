@@ -35,10 +35,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from flowtel import _exceptions
 from flowtel.exporters.local import _filter as flt
@@ -575,8 +575,10 @@ def _ilike_sql(expr: str, pattern: str, column: bool) -> tuple[str, list[Any]]:
     # expression is evaluated up to three times.
     if column and pattern.isascii():
         return (
-            f"(CASE WHEN length({expr}) = length(CAST({expr} AS BLOB)) THEN {expr} LIKE ? "
-            f"ELSE ft_ilike({expr}, ?) END)",
+            (
+                f"(CASE WHEN length({expr}) = length(CAST({expr} AS BLOB)) THEN {expr} LIKE ? "
+                f"ELSE ft_ilike({expr}, ?) END)"
+            ),
             [pattern, pattern],
         )
     return f"ft_ilike({expr}, ?)", [pattern]
@@ -787,7 +789,7 @@ def _udf(fn: Callable[..., Any], default: Any) -> Callable[..., Any]:
     def wrapper(*args: Any) -> Any:
         try:
             return fn(*args)
-        except Exception:
+        except Exception:  # noqa: BLE001 - one odd stored value must not abort the user's query
             return default
 
     return wrapper
