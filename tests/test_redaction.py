@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from flowtel import _redaction
-from flowtel.integrations import _common
+from flowtel.integrations._shared import _values
 from flowtel.tracing import _serialize
 
 CREDENTIAL_KEYS = [
@@ -41,7 +41,7 @@ def test_ordinary_names_are_not(key: str) -> None:
 
 def test_one_rule_everywhere() -> None:
     assert _serialize.is_sensitive_key is _redaction.is_sensitive_key
-    assert _common.is_sensitive_key is _redaction.is_sensitive_key
+    assert _values.is_sensitive_key is _redaction.is_sensitive_key
 
 
 def test_non_string_keys_are_not_credentials() -> None:

@@ -17,12 +17,12 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol, cast
 
 from flowtel._errors import report_internal_error
 from flowtel._exceptions import FlowtelException
+from flowtel.tracing._providers import PROVIDERS, IntegrationSpec
 
 __all__ = [
     "INTEGRATIONS",
@@ -43,57 +43,17 @@ class IntegrationNotInstalledError(FlowtelException, ModuleNotFoundError):
         super().__init__(message, "INVALID_PARAMETER_VALUE", 400)
 
 
-@dataclass(frozen=True)
-class IntegrationSpec:
-    """One supported library.
-
-    Attributes:
-        name: Integration name (``flowtel.<name>.autolog``).
-        import_name: Top-level module whose import activates the patches.
-        distribution: Installed distribution whose version is checked.
-        module: flowtel module that implements ``_install()`` / ``_uninstall()``.
-        min_version: Oldest supported version (inclusive).
-        below_version: First unsupported major version (exclusive).
-        extra: ``pip install 'flowtel[<extra>]'``.
-    """
-
-    name: str
-    import_name: str
-    distribution: str
-    module: str
-    min_version: tuple[int, ...]
-    below_version: tuple[int, ...]
-    extra: str
-
-    def install_hint(self) -> str:
-        return f"pip install 'flowtel[{self.extra}]'"
-
-    def supports(self, version: tuple[int, ...]) -> bool:
-        return self.min_version <= version < self.below_version
-
-    def range_text(self) -> str:
-        return f">={_dotted(self.min_version)},<{_dotted(self.below_version)}"
-
-
-INTEGRATIONS: dict[str, IntegrationSpec] = {
-    "openai": IntegrationSpec(
-        "openai", "openai", "openai", "flowtel.integrations.openai", (1, 40), (4,), "openai"
-    ),
-    "anthropic": IntegrationSpec(
-        "anthropic", "anthropic", "anthropic", "flowtel.integrations.anthropic", (0, 40), (3,), "anthropic"
-    ),
-    "langchain": IntegrationSpec(
-        "langchain", "langchain_core", "langchain-core", "flowtel.integrations.langchain", (0, 3, 10), (2,),
-        "langchain",
-    ),
-}
-"""Every integration, in the order ``flowtel.autolog()`` enables them."""
+INTEGRATIONS: dict[str, IntegrationSpec] = PROVIDERS
+"""Every integration, in the order ``flowtel.autolog()`` enables them: the provider registry
+(``flowtel.tracing._providers``), one entry per provider."""
 
 
 class _Implementation(Protocol):
-    def _install(self) -> None: ...
+    """An integration's ``_patch`` module."""
 
-    def _uninstall(self) -> None: ...
+    def install(self) -> None: ...
+
+    def uninstall(self) -> None: ...
 
 
 class _State:
@@ -172,12 +132,12 @@ def _patch(spec: IntegrationSpec, state: _State) -> None:
         return
     try:
         implementation = cast(_Implementation, importlib.import_module(spec.module))
-        implementation._install()
+        implementation.install()
         state.patched = True
     except Exception as exc:  # noqa: BLE001 - an SDK we cannot patch must not break the user's import
         report_internal_error(f"{spec.name} integration install", exc)
         try:
-            cast(_Implementation, importlib.import_module(spec.module))._uninstall()
+            cast(_Implementation, importlib.import_module(spec.module)).uninstall()
         except Exception as inner:  # noqa: BLE001 - same reason; leave the SDK as it is
             report_internal_error(f"{spec.name} integration uninstall", inner)
 
@@ -187,7 +147,7 @@ def _unpatch(spec: IntegrationSpec, state: _State) -> None:
         return
     state.patched = False
     try:
-        cast(_Implementation, importlib.import_module(spec.module))._uninstall()
+        cast(_Implementation, importlib.import_module(spec.module)).uninstall()
     except Exception as exc:  # noqa: BLE001 - disabling must not raise into the user's program
         report_internal_error(f"{spec.name} integration uninstall", exc)
 
@@ -228,7 +188,3 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     """Leading numeric release of a version string: ``"1.2.3rc1"`` -> ``(1, 2, 3)``."""
     match = _VERSION_RE.match(text.strip().lstrip("vV"))
     return tuple(int(part) for part in match.group(0).split(".")) if match else None
-
-
-def _dotted(version: tuple[int, ...]) -> str:
-    return ".".join(str(part) for part in version)

@@ -34,17 +34,17 @@ def _run_python(code: str) -> str:
 
 def _targets() -> list[tuple[type, str]]:
     """Every (class, method) the OpenAI and Anthropic integrations wrap in this SDK version."""
-    from flowtel.integrations import _common
-    from flowtel.integrations import anthropic as anthropic_integration
-    from flowtel.integrations import openai as openai_integration
+    from flowtel.integrations._shared._patch import import_attr
+    from flowtel.integrations.anthropic import _patch as anthropic_patch
+    from flowtel.integrations.openai import _patch as openai_patch
 
     found = []
-    for module, cls, method, _kind in openai_integration._TARGETS:
-        owner = _common.import_attr(module, cls)
+    for module, cls, method, _kind in openai_patch._TARGETS:
+        owner = import_attr(module, cls)
         if owner is not None and method in vars(owner):
             found.append((owner, method))
-    for module, cls in anthropic_integration._RESOURCES:
-        owner = _common.import_attr(module, cls)
+    for module, cls in anthropic_patch._RESOURCES:
+        owner = import_attr(module, cls)
         for method in ("create", "parse", "stream"):
             if owner is not None and method in vars(owner):
                 found.append((owner, method))
@@ -71,11 +71,11 @@ def test_import_is_lazy_and_autolog_installs_on_first_import() -> None:
         assert isinstance(vars(Completions)["create"], wrapt.FunctionWrapper)
         assert not isinstance(vars(Messages)["create"], wrapt.FunctionWrapper)
         from langchain_core.tracers.context import _configure_hooks
-        from flowtel.integrations import langchain
-        assert any(hook[0] is langchain._switch for hook in _configure_hooks)
+        from flowtel.integrations.langchain import _patch as langchain_patch
+        assert any(hook[0] is langchain_patch._switch for hook in _configure_hooks)
         flowtel.autolog(disable=True)
         assert not isinstance(vars(Completions)["create"], wrapt.FunctionWrapper)
-        assert not any(hook[0] is langchain._switch for hook in _configure_hooks)
+        assert not any(hook[0] is langchain_patch._switch for hook in _configure_hooks)
         print("ok")
         """
     )

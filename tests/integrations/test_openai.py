@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import flowtel
-from flowtel.integrations import _common
+from flowtel.integrations._shared import _stream, _values
 from tests._servers.llm_endpoint import ScriptedLLMServer
 from tests._servers.llm_fixtures import CLIENT_TIMEOUT_S, TEST_OPENAI_API_KEY
 from tests.integrations._helpers import (
@@ -83,7 +83,7 @@ def test_chat_completion_is_one_whole_span(
 
     [trace] = flowtel_traces.traces
     span = only_span(trace)
-    redacted_headers = {"Authorization": _common.REDACTED}
+    redacted_headers = {"Authorization": _values.REDACTED}
     usage = {"input_tokens": 20, "output_tokens": 5, "total_tokens": 25, "cache_read_input_tokens": 8,
              "reasoning_tokens": 2}
     assert (span.name, span.parent_id, span.status.status_code.value) == ("Completions", None, "OK")
@@ -311,7 +311,7 @@ def test_stream_helper_dropped_unread_ends_after_garbage_collection(
 def test_stream_chunk_events_are_capped_and_counted(
     llm_server: ScriptedLLMServer, openai_client: Any, flowtel_traces: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_common, "MAX_CHUNK_EVENTS", 3)
+    monkeypatch.setattr(_stream, "MAX_CHUNK_EVENTS", 3)
     pieces = [f"w{i} " for i in range(10)]
     llm_server.enqueue_openai_chat_stream(pieces)
     chunks = list(openai_client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True))

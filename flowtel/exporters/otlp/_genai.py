@@ -10,19 +10,22 @@ Content (messages, tool arguments and results, tool definitions) is produced onl
 
 Messages follow the semconv "parts" model (``gen_ai.input.messages``, ``gen_ai.output.messages``,
 ``gen_ai.system_instructions``), serialised as JSON strings because OTel Python's span attributes
-cannot hold structured values yet. Recognised formats: OpenAI Chat Completions and Responses,
-Anthropic Messages, and anything shaped like OpenAI chat messages. A span whose content is not
-recognised keeps its MLflow inputs/outputs, so nothing is lost.
+cannot hold structured values yet. This module knows no provider: each provider's reading of its
+messages, finish reasons and tool definitions comes from the provider registry
+(``flowtel.tracing._providers``), with MLflow's standard chat shape as the last resort. A span whose
+content is not recognised keeps its MLflow inputs/outputs, so nothing is lost.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowtel.entities._constants import SpanAttributeKey
+from flowtel.tracing import _providers
+from flowtel.tracing._providers import GenAiConventions, MessageConverter
 
 __all__ = ["GenAiView", "genai_view"]
 
@@ -61,20 +64,6 @@ _REQUEST_PARAMS = {
     "frequency_penalty": ("gen_ai.request.frequency_penalty", float),
     "presence_penalty": ("gen_ai.request.presence_penalty", float),
     "seed": ("gen_ai.request.seed", int),
-}
-# flowtel / MLflow provider names -> semconv gen_ai.provider.name values.
-_PROVIDERS = {
-    "azure": "azure.ai.openai",
-    "azure_openai": "azure.ai.openai",
-    "bedrock": "aws.bedrock",
-    "gemini": "gcp.gemini",
-    "google": "gcp.gemini",
-    "vertex_ai": "gcp.vertex_ai",
-    "vertexai": "gcp.vertex_ai",
-    "mistral": "mistral_ai",
-    "mistralai": "mistral_ai",
-    "xai": "x_ai",
-    "watsonx": "ibm.watsonx.ai",
 }
 _GENAI_REQUEST_KWARGS = (
     "model", "temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "max_output_tokens",
@@ -152,7 +141,7 @@ def _describe_inference(view: GenAiView, raw: Mapping[str, Any], inputs: Any, *,
         view.replaces.add(SpanAttributeKey.MODEL)
     provider = _decoded(raw, SpanAttributeKey.MODEL_PROVIDER)
     if isinstance(provider, str) and provider:
-        attrs[PROVIDER_NAME] = _PROVIDERS.get(provider.lower(), provider.lower())
+        attrs[PROVIDER_NAME] = _providers.semconv_provider_name(provider)
         view.replaces.add(SpanAttributeKey.MODEL_PROVIDER)
     usage = _decoded(raw, SpanAttributeKey.CHAT_USAGE)
     if isinstance(usage, dict):
@@ -197,12 +186,10 @@ def _response_attrs(attrs: dict[str, Any], outputs: dict[str, Any]) -> None:
 
 
 def _finish_reasons(outputs: dict[str, Any]) -> list[str]:
-    choices = outputs.get("choices")
-    if isinstance(choices, list):
-        return [str(c["finish_reason"]) for c in choices if isinstance(c, dict) and c.get("finish_reason")]
-    for key in ("stop_reason", "status"):  # Anthropic Messages, OpenAI Responses
-        if isinstance(outputs.get(key), str) and outputs[key]:
-            return [outputs[key]]
+    for conventions in _conventions_in_order():
+        reasons = conventions.finish_reasons(outputs)
+        if reasons:
+            return reasons
     return []
 
 
@@ -243,12 +230,13 @@ def _mirrored_kwargs(raw: Mapping[str, Any], inputs: dict[str, Any]) -> list[str
 
 
 def _tool_definition(tool: Any) -> Any:
-    """OpenAI (``{"type", "function": {...}}``) and Anthropic (``input_schema``) shapes, flattened."""
-    if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
-        return {"type": tool.get("type", "function"), **tool["function"]}
-    if isinstance(tool, dict) and "input_schema" in tool:
-        rest = {k: v for k, v in tool.items() if k != "input_schema"}
-        return {"type": "function", **rest, "parameters": tool["input_schema"]}
+    """A tool definition in the shape of the first provider that recognises it, else as it is."""
+    if not isinstance(tool, dict):
+        return tool
+    for conventions in _conventions_in_order():
+        definition = conventions.tool_definition(tool)
+        if definition is not None:
+            return definition
     return tool
 
 
@@ -268,218 +256,26 @@ def _describe_tool(view: GenAiView, span_name: str, raw: Mapping[str, Any], inpu
         view.replaces.add(SpanAttributeKey.OUTPUTS)
 
 
-# -- message converters --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Converter:
-    inputs: Callable[[dict[str, Any]], tuple[list[Any] | None, list[Any] | None]]
-    outputs: Callable[[dict[str, Any]], list[Any] | None]
-
-
-def _converter(message_format: Any, inputs: Any, outputs: Any) -> _Converter | None:
-    if message_format == "anthropic" or _looks_anthropic(outputs):
-        return _ANTHROPIC
-    if isinstance(inputs, dict) and "input" in inputs and "messages" not in inputs:
-        return _OPENAI_RESPONSES
-    if message_format == "openai" or _has_messages(inputs) or _has_choices(outputs):
-        return _OPENAI_CHAT
+# -- message converters: the provider registry ----------------------------------------------------
+def _converter(message_format: Any, inputs: Any, outputs: Any) -> MessageConverter | None:
+    """The span's own provider (by ``mlflow.message.format``) reads it; otherwise the first provider
+    that recognises the shape, then MLflow's standard chat shape; None keeps MLflow's attributes."""
+    own = _providers.conventions_for(message_format)
+    if own is not None:
+        converter = own.converter(inputs, outputs, True)
+        if converter is not None:
+            return converter
+    for conventions in _conventions_in_order():
+        converter = conventions.converter(inputs, outputs, False)
+        if converter is not None:
+            return converter
     return None
 
 
-def _has_messages(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("messages"), list)
-
-
-def _has_choices(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("choices"), list)
-
-
-def _looks_anthropic(outputs: Any) -> bool:
-    return (
-        isinstance(outputs, dict)
-        and outputs.get("type") == "message"
-        and isinstance(outputs.get("content"), list)
-    )
-
-
-# OpenAI Chat Completions
-def _openai_chat_inputs(inputs: dict[str, Any]) -> tuple[list[Any] | None, list[Any] | None]:
-    messages = inputs.get("messages")
-    if not isinstance(messages, list):
-        return None, None
-    system: list[Any] = []
-    converted: list[Any] = []
-    for message in messages:
-        if not isinstance(message, dict):
-            continue
-        if message.get("role") in ("system", "developer"):
-            system.extend(_openai_parts(message.get("content")))
-        else:
-            converted.append(_openai_message(message))
-    return system or None, converted
-
-
-def _openai_chat_outputs(outputs: dict[str, Any]) -> list[Any] | None:
-    choices = outputs.get("choices")
-    if not isinstance(choices, list):
-        return None
-    result = []
-    for choice in choices:
-        if not isinstance(choice, dict):
-            continue
-        message = choice.get("message") or choice.get("delta") or {}
-        converted = _openai_message({"role": "assistant", **message} if isinstance(message, dict) else {})
-        converted["finish_reason"] = choice.get("finish_reason") or ""
-        result.append(converted)
-    return result
-
-
-def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
-    role = message.get("role") or "user"
-    parts = _openai_parts(message.get("content"))
-    for call in message.get("tool_calls") or ():
-        if isinstance(call, dict):
-            function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
-            parts.append({
-                "type": "tool_call", "id": call.get("id"), "name": function.get("name"),
-                "arguments": _parse_json(function.get("arguments")),
-            })
-    if role == "tool":
-        return {"role": "tool", "parts": [{
-            "type": "tool_call_response", "id": message.get("tool_call_id"),
-            "response": message.get("content"),
-        }]}
-    return {"role": role, "parts": parts}
-
-
-def _openai_parts(content: Any) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "content": content}]
-    if not isinstance(content, list):
-        return [{"type": "text", "content": _json(content)}]
-    parts = []
-    for item in content:
-        kind = item.get("type") if isinstance(item, dict) else None
-        if kind in ("text", "input_text", "output_text"):
-            parts.append({"type": "text", "content": item.get("text", "")})
-        elif kind in ("image_url", "input_image"):
-            url = item.get("image_url")
-            url = url.get("url") if isinstance(url, dict) else url
-            parts.append(_uri_part(url, "image"))
-        elif kind == "refusal":
-            parts.append({"type": "text", "content": item.get("refusal", "")})
-        else:
-            parts.append({"type": str(kind or "text"), "content": _json(item)})
-    return parts
-
-
-def _uri_part(url: Any, modality: str) -> dict[str, Any]:
-    if isinstance(url, str) and url.startswith("data:") and "," in url:
-        header, data = url.split(",", 1)
-        mime = header[5:].split(";", 1)[0]
-        return {"type": "blob", "modality": modality, "mime_type": mime or None, "content": data}
-    return {"type": "uri", "modality": modality, "uri": url}
-
-
-# OpenAI Responses
-def _openai_responses_inputs(inputs: dict[str, Any]) -> tuple[list[Any] | None, list[Any] | None]:
-    items = inputs.get("input")
-    system = [{"type": "text", "content": inputs["instructions"]}] if isinstance(inputs.get("instructions"), str) else None
-    if isinstance(items, str):
-        return system, [{"role": "user", "parts": [{"type": "text", "content": items}]}]
-    if not isinstance(items, list):
-        return system, None
-    return system, [_responses_item(item, default_role="user") for item in items if isinstance(item, dict)]
-
-
-def _openai_responses_outputs(outputs: dict[str, Any]) -> list[Any] | None:
-    items = outputs.get("output")
-    if not isinstance(items, list):
-        return None
-    parts: list[Any] = []
-    for item in items:
-        if isinstance(item, dict):
-            parts.extend(_responses_item(item, default_role="assistant")["parts"])
-    return [{"role": "assistant", "parts": parts, "finish_reason": str(outputs.get("status") or "")}]
-
-
-def _responses_item(item: dict[str, Any], *, default_role: str) -> dict[str, Any]:
-    kind = item.get("type")
-    if kind == "function_call":
-        return {"role": "assistant", "parts": [{
-            "type": "tool_call", "id": item.get("call_id"), "name": item.get("name"),
-            "arguments": _parse_json(item.get("arguments")),
-        }]}
-    if kind == "function_call_output":
-        return {"role": "tool", "parts": [{
-            "type": "tool_call_response", "id": item.get("call_id"), "response": item.get("output"),
-        }]}
-    if kind == "reasoning":
-        summary = item.get("summary") or []
-        text = "".join(s.get("text", "") for s in summary if isinstance(s, dict))
-        return {"role": "assistant", "parts": [{"type": "reasoning", "content": text}]}
-    return {"role": item.get("role") or default_role, "parts": _openai_parts(item.get("content"))}
-
-
-# Anthropic Messages
-def _anthropic_inputs(inputs: dict[str, Any]) -> tuple[list[Any] | None, list[Any] | None]:
-    messages = inputs.get("messages")
-    system = inputs.get("system")
-    instructions = _anthropic_parts(system) if system else None
-    if not isinstance(messages, list):
-        return instructions, None
-    converted = []
-    for message in messages:
-        if isinstance(message, dict):
-            parts = _anthropic_parts(message.get("content"))
-            role = message.get("role") or "user"
-            if parts and all(p["type"] == "tool_call_response" for p in parts):
-                role = "tool"
-            converted.append({"role": role, "parts": parts})
-    return instructions, converted
-
-
-def _anthropic_outputs(outputs: dict[str, Any]) -> list[Any] | None:
-    if not isinstance(outputs.get("content"), list):
-        return None
-    return [{
-        "role": outputs.get("role") or "assistant",
-        "parts": _anthropic_parts(outputs["content"]),
-        "finish_reason": str(outputs.get("stop_reason") or ""),
-    }]
-
-
-def _anthropic_parts(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "content": content}]
-    if not isinstance(content, list):
-        return []
-    parts = []
-    for block in content:
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "text":
-            parts.append({"type": "text", "content": block.get("text", "")})
-        elif kind == "tool_use":
-            parts.append({"type": "tool_call", "id": block.get("id"), "name": block.get("name"), "arguments": block.get("input")})
-        elif kind == "tool_result":
-            parts.append({"type": "tool_call_response", "id": block.get("tool_use_id"), "response": block.get("content")})
-        elif kind == "thinking":
-            parts.append({"type": "reasoning", "content": block.get("thinking", "")})
-        elif kind == "image" and isinstance(block.get("source"), dict):
-            source = block["source"]
-            if source.get("type") == "base64":
-                parts.append({"type": "blob", "modality": "image", "mime_type": source.get("media_type"), "content": source.get("data")})
-            else:
-                parts.append({"type": "uri", "modality": "image", "uri": source.get("url")})
-        else:
-            parts.append({"type": str(kind or "text"), "content": _json(block)})
-    return parts
-
-
-_OPENAI_CHAT = _Converter(_openai_chat_inputs, _openai_chat_outputs)
-_OPENAI_RESPONSES = _Converter(_openai_responses_inputs, _openai_responses_outputs)
-_ANTHROPIC = _Converter(_anthropic_inputs, _anthropic_outputs)
+def _conventions_in_order() -> list[GenAiConventions]:
+    found = _providers.all_conventions()
+    generic = _providers.generic_conventions()
+    return [*found, generic] if generic is not None else found
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -499,15 +295,6 @@ def _get(value: Any, key: str) -> Any:
 
 def _first_str(*values: Any) -> str | None:
     return next((v for v in values if isinstance(v, str) and v), None)
-
-
-def _parse_json(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def _json(value: Any) -> str:

@@ -10,12 +10,12 @@ With the OpenAI or Anthropic integration also on, the provider request a chat mo
 recorded a second time: the chat-model span is the LLM call, and its tokens are counted once.
 
 Nothing here imports ``langchain_core`` until the integration is installed, after the user
-imported it.
+imported it. The package: ``_patch`` (the configure hook), ``_tracer`` (the callback handler),
+``_parse`` (usage, tools), ``_conventions`` (GenAI semantic conventions).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from flowtel.integrations import _registry
@@ -53,64 +53,3 @@ def __getattr__(name: str) -> Any:
 
         return FlowtelLangchainTracer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# -- install --------------------------------------------------------------------------------------
-class _HandlerSwitch:
-    """Stands where LangChain's configure hook expects a ``ContextVar``: it only calls ``get()``.
-
-    Returns the process-wide handler while the integration is on, so every thread and task sees it
-    (a real ``ContextVar`` would only reach contexts copied after it was set).
-    """
-
-    __slots__ = ("handler",)
-
-    def __init__(self) -> None:
-        self.handler: FlowtelLangchainTracer | None = None
-
-    def get(self, default: Any = None) -> FlowtelLangchainTracer | None:
-        return self.handler if self.handler is not None else default
-
-
-_switch = _HandlerSwitch()
-_lock = threading.Lock()
-_registered = False
-
-
-def _install() -> None:
-    from langchain_core.tracers.context import register_configure_hook
-
-    from flowtel.integrations.langchain._tracer import FlowtelLangchainTracer
-
-    global _registered
-    with _lock:
-        if not _registered:
-            register_configure_hook(_switch, inheritable=True)  # type: ignore[arg-type]
-            _registered = True
-        _switch.handler = FlowtelLangchainTracer()
-
-
-def _uninstall() -> None:
-    global _registered
-    with _lock:
-        _switch.handler = None
-        hooks, entry = _hooks(), _hook_entry()
-        if hooks is not None and entry is not None:
-            hooks.remove(entry)  # leave LangChain's configuration as we found it
-            _registered = False
-
-
-def _hooks() -> list[Any] | None:
-    try:
-        from langchain_core.tracers import context
-    except ImportError:
-        return None
-    hooks = getattr(context, "_configure_hooks", None)
-    return hooks if isinstance(hooks, list) else None
-
-
-def _hook_entry() -> Any:
-    for entry in _hooks() or ():
-        if isinstance(entry, tuple) and entry and entry[0] is _switch:
-            return entry
-    return None

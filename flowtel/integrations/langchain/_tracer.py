@@ -33,7 +33,13 @@ from flowtel.entities import (
     TraceMetadataKey,
 )
 from flowtel.entities._constants import SpanAttributeKey
-from flowtel.integrations import _common
+from flowtel.integrations._shared import _context, _stream
+from flowtel.integrations._shared._call import set_chat_attributes
+from flowtel.integrations._shared._normalize import add_usage
+from flowtel.integrations._shared._values import scrub_mapping
+from flowtel.integrations.anthropic._parse import anthropic_usage
+from flowtel.integrations.langchain._parse import any_tools, langchain_usage
+from flowtel.integrations.openai._parse import openai_usage
 from flowtel.tracing import _clock, _fluent
 
 __all__ = ["FlowtelLangchainTracer"]
@@ -87,7 +93,7 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
         llm: bool = False,
         metadata: Mapping[str, Any] | None = None,
     ) -> LiveSpan | NoOpSpan | None:
-        if not _common.tracing_on():
+        if not _context.tracing_on():
             return None
         try:
             parent = self._parent(parent_run_id)
@@ -97,7 +103,7 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
             if parent is None and metadata:
                 _set_session(span, metadata)
             context_token = _fluent._attach(span)
-            llm_token = _common.llm_call_scope(span) if llm else None
+            llm_token = _context.llm_call_scope(span) if llm else None
             self._runs[run_id] = _Run(span, context_token, llm_token)
             if isinstance(span, LiveSpan):
                 self._run_span_ids.add(span.span_id)
@@ -131,7 +137,7 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
             if isinstance(span, LiveSpan):
                 self._run_span_ids.discard(span.span_id)
             if run.llm_token is not None:
-                _common.llm_call_reset(run.llm_token)
+                _context.llm_call_reset(run.llm_token)
             _fluent._detach(run.context_token)
             if error is not None and _is_control_flow(error) and isinstance(span, LiveSpan):
                 # LangGraph's interrupt() / Command(graph=PARENT) travel as exceptions: not failures
@@ -144,7 +150,7 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
                 _fluent._end_error(span, error)
                 return
             if error is not None and isinstance(span, LiveSpan):  # a stream closed before its end
-                span.set_attribute(_common.STREAM_END_REASON, "closed")
+                span.set_attribute(_stream.STREAM_END_REASON, "closed")
             _fluent._end_ok(span, outputs, has_outputs=outputs is not None)
         except Exception as exc:  # noqa: BLE001 - a callback must never break the user's chain
             report_internal_error("langchain run end", exc)
@@ -176,7 +182,7 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
             return
         run_name = _run_name(serialized, name, "chain")
         span_type = SpanType.AGENT if run_name in _AGENT_NAMES else SpanType.CHAIN
-        attributes = {"metadata": _common.scrub_mapping(metadata)} if metadata else {}
+        attributes = {"metadata": scrub_mapping(metadata)} if metadata else {}
         self._start(run_id, parent_run_id, run_name, span_type, inputs, attributes, metadata=metadata)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, inputs: Any = None, **kwargs: Any) -> None:
@@ -203,13 +209,13 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
             span.set_span_type(SpanType.AGENT)  # a chain that picks tools is an agent
         self._event(run_id, "agent_action", {
             "tool": str(getattr(action, "tool", "")),
-            "tool_input": _common.encode("tool_input", getattr(action, "tool_input", None)),
+            "tool_input": _context.encode("tool_input", getattr(action, "tool_input", None)),
             "log": str(getattr(action, "log", "")),
         })
 
     def on_agent_finish(self, finish: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._event(run_id, "agent_finish", {
-            "return_values": _common.encode("return_values", getattr(finish, "return_values", None)),
+            "return_values": _context.encode("return_values", getattr(finish, "return_values", None)),
             "log": str(getattr(finish, "log", "")),
         })
 
@@ -262,10 +268,10 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
         params = kwargs.get("invocation_params") or {}
         attributes: dict[str, Any] = {SpanAttributeKey.MESSAGE_FORMAT: "langchain"}
         if params:
-            attributes["invocation_params"] = _common.scrub_mapping(params)
+            attributes["invocation_params"] = scrub_mapping(params)
         if metadata:
-            attributes["metadata"] = _common.scrub_mapping(metadata)
-        tools = _common.any_tools(params.get("tools")) if isinstance(params, Mapping) else []
+            attributes["metadata"] = scrub_mapping(metadata)
+        tools = any_tools(params.get("tools")) if isinstance(params, Mapping) else []
         if tools:
             attributes[SpanAttributeKey.CHAT_TOOLS] = tools
         model = (metadata or {}).get("ls_model_name") or _param(params, "model") or _param(params, "model_name")
@@ -293,12 +299,12 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
             index = run.tokens
             run.tokens = index + 1
             now = _clock.now_ns()
-            if index < _common.MAX_CHUNK_EVENTS:
-                value = {_common.CHUNK_VALUE_KEY: _common.encode(_common.CHUNK_VALUE_KEY, token)}
-                run.span.add_event(SpanEvent(f"{_common.CHUNK_EVENT_PREFIX}{index}", now, value))
+            if index < _stream.MAX_CHUNK_EVENTS:
+                value = {_stream.CHUNK_VALUE_KEY: _context.encode(_stream.CHUNK_VALUE_KEY, token)}
+                run.span.add_event(SpanEvent(f"{_stream.CHUNK_EVENT_PREFIX}{index}", now, value))
             if index == 0:
                 start = run.span._span.start_time or now
-                run.span.set_attribute(_common.TIME_TO_FIRST_TOKEN, max(0, now - start) / 1e9)
+                run.span.set_attribute(_stream.TIME_TO_FIRST_TOKEN, max(0, now - start) / 1e9)
         except Exception as exc:  # noqa: BLE001 - a callback must never break the user's stream
             report_internal_error("langchain new token", exc)
 
@@ -315,9 +321,9 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
         outputs = None
         try:
             if run.tokens and isinstance(run.span, LiveSpan):
-                run.span.set_attribute(_common.STREAM_CHUNKS, run.tokens)
-                if run.tokens > _common.MAX_CHUNK_EVENTS:
-                    run.span.set_attribute(_common.STREAM_CHUNK_EVENTS_DROPPED, run.tokens - _common.MAX_CHUNK_EVENTS)
+                run.span.set_attribute(_stream.STREAM_CHUNKS, run.tokens)
+                if run.tokens > _stream.MAX_CHUNK_EVENTS:
+                    run.span.set_attribute(_stream.STREAM_CHUNK_EVENTS_DROPPED, run.tokens - _stream.MAX_CHUNK_EVENTS)
             if response is not None and isinstance(run.span, LiveSpan):
                 outputs = _model_outputs(response)
                 _set_model_attributes(run.span, response)
@@ -339,7 +345,7 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
         inputs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        attributes: dict[str, Any] = {"metadata": _common.scrub_mapping(metadata)} if metadata else {}
+        attributes: dict[str, Any] = {"metadata": scrub_mapping(metadata)} if metadata else {}
         description = (serialized or {}).get("description")
         if description:
             attributes[SpanAttributeKey.DESCRIPTION] = description
@@ -364,7 +370,7 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
-        attributes = {"metadata": _common.scrub_mapping(metadata)} if metadata else {}
+        attributes = {"metadata": scrub_mapping(metadata)} if metadata else {}
         self._start(
             run_id, parent_run_id, _run_name(serialized, name, "retriever"), SpanType.RETRIEVER, query, attributes
         )
@@ -518,15 +524,15 @@ def _set_model_attributes(span: LiveSpan, response: Any) -> None:
         message = getattr(generation, "message", None)
         if message is None:
             continue
-        usage = _common.add_usage(usage, _common.langchain_usage(getattr(message, "usage_metadata", None)))
+        usage = add_usage(usage, langchain_usage(getattr(message, "usage_metadata", None)))
         metadata = getattr(message, "response_metadata", None) or {}
         model = model or metadata.get("model_name") or metadata.get("model")
     llm_output = getattr(response, "llm_output", None) or {}
     if usage is None and isinstance(llm_output, Mapping):
         if llm_output.get("token_usage"):
-            usage = _common.openai_usage(llm_output["token_usage"])
+            usage = openai_usage(llm_output["token_usage"])
         elif llm_output.get("usage"):
-            usage = _common.anthropic_usage(llm_output["usage"])
+            usage = anthropic_usage(llm_output["usage"])
     if isinstance(llm_output, Mapping):
         model = model or llm_output.get("model_name") or llm_output.get("model")
-    _common.set_chat_attributes(span, model=model, usage=usage)
+    set_chat_attributes(span, model=model, usage=usage)
