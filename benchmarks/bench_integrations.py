@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flowtel  # noqa: E402
 from flowtel.exporters import ExportResult, TraceExporter  # noqa: E402
 from flowtel.tracing import _runtime  # noqa: E402
-from tests._servers.llm_endpoint import ScriptedLLMServer  # noqa: E402
+from tests._servers.llm import ScriptedLLMServer  # noqa: E402
 
 USER = [{"role": "user", "content": "What is the capital of France? Answer in a few words, please."}]
 CLAUDE = "claude-haiku-4-5"

@@ -35,7 +35,7 @@ def anthropic_client() -> Iterator[tuple[anthropic.Anthropic, str]]:
             yield client, model
         return
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests._servers.llm_endpoint import ScriptedLLMServer
+    from tests._servers.llm import ScriptedLLMServer
 
     with ScriptedLLMServer() as server:
         server.enqueue_anthropic_message(

@@ -65,7 +65,7 @@ def chat_model() -> Iterator[Any]:
         yield ChatOpenAI(model=model)
         return
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests._servers.llm_endpoint import ScriptedLLMServer
+    from tests._servers.llm import ScriptedLLMServer
 
     with ScriptedLLMServer() as server:
         server.enqueue_openai_chat(

@@ -119,7 +119,7 @@ def openai_client() -> Iterator[tuple[openai.OpenAI, str]]:
             yield client, model
         return
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests._servers.llm_endpoint import ScriptedLLMServer
+    from tests._servers.llm import ScriptedLLMServer
 
     with ScriptedLLMServer() as server:
         usage = {"prompt_tokens": 120, "completion_tokens": 18}

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests._servers.llm_endpoint import (
+from tests._servers.llm import (
     ANTHROPIC_MESSAGES,
     OPENAI_CHAT_COMPLETIONS,
     OPENAI_EMBEDDINGS,
@@ -717,9 +717,9 @@ def test_server_rejects_non_loopback_host() -> None:
 
 
 def test_command_line_serves_until_terminated() -> None:
-    script = Path(__file__).parent / "_servers" / "llm_endpoint.py"
     process = subprocess.Popen(
-        [sys.executable, str(script), "--port", "0", "--max-seconds", "60"],
+        [sys.executable, "-m", "tests._servers.llm", "--port", "0", "--max-seconds", "60"],
+        cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -1,4 +1,4 @@
-"""Pytest fixtures around :class:`tests._servers.llm_endpoint.ScriptedLLMServer`.
+"""Pytest fixtures around :class:`tests._servers.llm.ScriptedLLMServer`.
 
 Plain fixture functions; make them available from a conftest with e.g.::
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests._servers.llm_endpoint import ScriptedLLMServer
+from tests._servers.llm import ScriptedLLMServer
 
 if TYPE_CHECKING:  # optional dependencies: only imported by the fixtures that need them
     import anthropic

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import flowtel
-from tests._servers.llm_endpoint import ScriptedLLMServer
+from tests._servers.llm import ScriptedLLMServer
 from tests._servers.llm_fixtures import CLIENT_TIMEOUT_S, TEST_ANTHROPIC_API_KEY
 from tests.integrations._helpers import (
     assert_no_secret,

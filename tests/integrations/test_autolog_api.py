@@ -17,7 +17,7 @@ import wrapt
 import flowtel
 from flowtel._exceptions import FlowtelException
 from flowtel.integrations import IntegrationNotInstalledError, _registry
-from tests._servers.llm_endpoint import ScriptedLLMServer
+from tests._servers.llm import ScriptedLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = [{"role": "user", "content": "hi"}]

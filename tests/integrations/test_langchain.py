@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 import pytest
 
 import flowtel
-from tests._servers.llm_endpoint import OPENAI_CHAT_COMPLETIONS, ScriptedLLMServer
+from tests._servers.llm import OPENAI_CHAT_COMPLETIONS, ScriptedLLMServer
 from tests._servers.llm_fixtures import (
     CLIENT_TIMEOUT_S,
     TEST_ANTHROPIC_API_KEY,

@@ -13,7 +13,7 @@ import pytest
 
 import flowtel
 from flowtel.integrations._shared import _stream, _values
-from tests._servers.llm_endpoint import ScriptedLLMServer
+from tests._servers.llm import ScriptedLLMServer
 from tests._servers.llm_fixtures import CLIENT_TIMEOUT_S, TEST_OPENAI_API_KEY
 from tests.integrations._helpers import (
     assert_no_secret,

@@ -14,7 +14,7 @@ import flowtel
 from flowtel import SpanEvent, SpanType
 from flowtel.exporters import InMemoryExporter, OtlpExporter
 from flowtel.tracing import _runtime
-from tests._servers.llm_endpoint import ScriptedLLMServer
+from tests._servers.llm import ScriptedLLMServer
 from tests._servers.otlp_receivers import OtlpReceiver, ReceivedSpan
 
 QUESTION = "Weather in Paris?"
