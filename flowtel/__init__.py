@@ -38,6 +38,7 @@ from flowtel.entities import (
     TraceState,
 )
 from flowtel.integrations import autolog
+from flowtel.tracing import _providers
 from flowtel.tracing._assessments import (
     delete_assessment,
     get_assessment,
@@ -72,8 +73,9 @@ from flowtel.tracing._sessions import Session, search_sessions
 from flowtel.tracing._setup import set_experiment, set_tracking_uri
 from flowtel.tracing._tracking import get_tracking_uri, is_tracking_uri_set
 
-# ``flowtel.openai`` etc. import on first attribute access, so ``import flowtel`` imports no SDK.
-_LAZY_INTEGRATIONS = frozenset({"anthropic", "langchain", "openai"})
+# ``flowtel.openai`` etc. (one per provider registry entry) import on first attribute access, so
+# ``import flowtel`` imports no SDK.
+_LAZY_INTEGRATIONS = frozenset(_providers.PROVIDERS)
 
 
 def __getattr__(name: str) -> object:
