@@ -10,14 +10,12 @@ on a fresh connection. Credentials are only ever placed in request headers: they
 from __future__ import annotations
 
 import base64
-import email.utils
 import http.client
 import json
 import os
 import socket
 import ssl
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -26,6 +24,7 @@ from typing import Any
 
 from flowtel import _config
 from flowtel._version import __version__
+from flowtel.delivery._retry import parse_retry_after
 
 __all__ = ["HttpClient", "HttpResponse", "HttpSettings", "TransportError"]
 
@@ -353,19 +352,3 @@ def _redact_url(url: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc) or "no detail"
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value; None when absent or unparseable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)

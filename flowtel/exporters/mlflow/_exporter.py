@@ -36,8 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry import context as otel_context
-
 from flowtel import _config
 from flowtel._config import ConfigError
 from flowtel._errors import report_internal_error
@@ -46,6 +44,7 @@ from flowtel._exceptions import (
     InvalidParameterError,
     TraceNotFoundError,
 )
+from flowtel._suppress import suppress_instrumentation
 from flowtel.delivery import Destination
 from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
 from flowtel.delivery._http import (
@@ -54,6 +53,7 @@ from flowtel.delivery._http import (
     HttpSettings,
     TransportError,
 )
+from flowtel.delivery._retry import is_retryable_status
 from flowtel.delivery._store import TraceStore
 from flowtel.entities import (
     Assessment,
@@ -101,7 +101,6 @@ _EXPERIMENTS = "/api/2.0/mlflow/experiments"
 _JSON = {"Content-Type": "application/json"}
 _TRACE_DATA_FILE = "traces.json"
 _SPANS_IN_STORE = ("TRACKING_STORE", "ARCHIVE_REPO")
-_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # The MLflow server answers 400 BAD_REQUEST for any unexpected database error, overload included.
 _OVERLOAD = re.compile(r"QueuePool limit|database is locked|deadlock|could not serialize|timed out", re.IGNORECASE)
 _UPDATE_MASK_PATHS = {
@@ -271,7 +270,7 @@ def failure_from_response(response: HttpResponse, what: str) -> ExportFailure:
     """An export failure for an HTTP error answer; retryable for 408/425/429/5xx, and for the
     400s an overloaded MLflow server gives when its database is busy."""
     code, message = error_details(response)
-    retryable = response.status in _RETRYABLE_STATUS or response.status >= 500 or (
+    retryable = is_retryable_status(response.status) or response.status >= 500 or (
         response.status == 400 and code == "BAD_REQUEST" and _OVERLOAD.search(message) is not None
     )
     detail = f"{what}: HTTP {response.status} {code}: {message}"
@@ -564,7 +563,7 @@ class MlflowExporter(TraceExporter):
             if self._pool is None or self._pool_pid != os.getpid():
                 self._pool = ThreadPoolExecutor(
                     self._connections, thread_name_prefix="flowtel-mlflow-export",
-                    initializer=_suppress_instrumentation,
+                    initializer=suppress_instrumentation,  # its HTTP calls are never traced
                 )
                 self._pool_pid = os.getpid()
             return self._pool
@@ -613,11 +612,6 @@ def _trace_data_dict(trace: Trace, request_id: str) -> dict[str, Any]:
         for span in data["spans"]:
             span["attributes"][SpanAttributeKey.REQUEST_ID] = encoded
     return data
-
-
-def _suppress_instrumentation() -> None:
-    # The exporter's own HTTP calls must never be traced by the user's instrumentation.
-    otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
 
 
 # -- artifacts (traces.json) ---------------------------------------------------------------------

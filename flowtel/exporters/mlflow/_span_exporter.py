@@ -17,7 +17,6 @@ flowtel's own traces do not need it: they go to MLflow through flowtel's destina
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,25 +28,23 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from flowtel import _config
 from flowtel._config import ConfigError
+from flowtel._suppress import suppress_instrumentation
 from flowtel.delivery._http import (
     HttpClient,
     HttpResponse,
     HttpSettings,
     TransportError,
 )
+from flowtel.delivery._retry import Attempt, RetryPolicy, is_retryable_status, retry_until
 
 __all__ = ["MlflowSpanExporter"]
 
 _logger = logging.getLogger("flowtel")
 _OTLP_PATH = "/v1/traces"
 _EXPERIMENTS = "/api/2.0/mlflow/experiments"
-_RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 _DEFAULT_TIMEOUT_S = 10.0
-_FIRST_BACKOFF_S = 0.5
-_SUPPRESS_KEYS: tuple[Any, ...] = tuple(
-    key for key in (getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None), "suppress_instrumentation")
-    if key is not None
-)
+# As the OTel SDK's exporters: doubling from 0.5 s, bounded only by the export timeout.
+_RETRY = RetryPolicy(initial_backoff=0.5, max_backoff=float("inf"), max_retry_after=float("inf"))
 
 
 class MlflowSpanExporter(SpanExporter):
@@ -108,7 +105,7 @@ class MlflowSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         if not spans:
             return SpanExportResult.SUCCESS
-        token = _suppress_instrumentation()  # our own HTTP calls must not become spans
+        token = suppress_instrumentation()  # our own HTTP calls must not become spans
         try:
             return self._export(spans)
         except Exception as exc:  # noqa: BLE001 - an exporter must report failure, never raise
@@ -142,23 +139,17 @@ class MlflowSpanExporter(SpanExporter):
 
     def _post_with_retries(self, body: bytes, headers: dict[str, str], deadline: float) -> str | None:
         """None when the server took the spans, else why not."""
-        backoff = _FIRST_BACKOFF_S
-        while True:
-            remaining = deadline - time.monotonic()
+
+        def post(remaining: float) -> Attempt:
             try:
-                response = self._http.request("POST", _OTLP_PATH, body=body, headers=headers, timeout=max(remaining, 0.1))
+                response = self._http.request("POST", _OTLP_PATH, body=body, headers=headers, timeout=remaining)
             except TransportError as exc:
-                problem, retryable, wait = exc.message, exc.kind != "tls", None
-            else:
-                if response.ok:
-                    return None
-                problem, retryable, wait = _describe(response), response.status in _RETRYABLE, response.retry_after
-            if not retryable:
-                return problem
-            wait = wait if wait is not None else random.uniform(backoff / 2, backoff)
-            if time.monotonic() + wait > deadline or self._stopped.wait(wait):
-                return f"{problem} (gave up after {self._timeout:g} s)"
-            backoff *= 2
+                return Attempt(exc.message, exc.kind != "tls")
+            if response.ok:
+                return Attempt(None)
+            return Attempt(_describe(response), is_retryable_status(response.status), response.retry_after)
+
+        return retry_until(post, deadline=deadline, policy=_RETRY, stop=self._stopped, gave_up_after=self._timeout)
 
     def _resolve_experiment(self, deadline: float) -> str | None:
         with self._lock:
@@ -200,11 +191,4 @@ def _json_bytes(value: Any) -> bytes:
     import json
 
     return json.dumps(value).encode("utf-8")
-
-
-def _suppress_instrumentation() -> Any:
-    ctx = otel_context.get_current()
-    for key in _SUPPRESS_KEYS:
-        ctx = otel_context.set_value(key, True, ctx)
-    return otel_context.attach(ctx)
 

@@ -43,6 +43,7 @@ from flowtel._errors import report_internal_error
 from flowtel._version import __version__
 from flowtel.delivery import Destination
 from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
+from flowtel.delivery._retry import is_retryable_status, parse_retry_after
 from flowtel.exporters.otlp._encode import CONVENTIONS, Conventions, SpanEncoder
 
 if TYPE_CHECKING:
@@ -66,7 +67,6 @@ _DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 _DEFAULT_TIMEOUT_S = 10.0
 _SUSPICIOUS_TIMEOUT_MS = 100.0
 # Same set as the MLflow exporter: worth another try later.
-_RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 _RETRYABLE_GRPC_NAMES = frozenset({
     "CANCELLED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "OUT_OF_RANGE",
     "UNAVAILABLE", "DATA_LOSS",
@@ -572,11 +572,10 @@ def _failure_from_requests(exc: Exception) -> ExportFailure:
 
 
 def _failure_from_http(status: int, headers: Mapping[str, str], body: bytes) -> ExportFailure:
-    from flowtel.delivery._http import parse_retry_after
 
     return ExportFailure(
         f"http_{status}",
-        status in _RETRYABLE_HTTP,
+        is_retryable_status(status),
         retry_after=parse_retry_after(headers.get("retry-after")),
         message=_status_message(body) or f"HTTP {status}",
     )
