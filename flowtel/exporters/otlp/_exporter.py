@@ -572,7 +572,6 @@ def _failure_from_requests(exc: Exception) -> ExportFailure:
 
 
 def _failure_from_http(status: int, headers: Mapping[str, str], body: bytes) -> ExportFailure:
-
     return ExportFailure(
         f"http_{status}",
         is_retryable_status(status),
