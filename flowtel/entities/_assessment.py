@@ -34,9 +34,9 @@ __all__ = [
     "FeedbackValueType",
     "IssueReference",
     "IssueReferenceValue",
+    "UPDATE_MASK_ORDER",
     "PbValueType",
-    "create_assessment_request_body",
-    "update_assessment_request_body",
+    "assessment_update_fields",
 ]
 
 # Feedback value should be a float, int, str or bool, a list of those, or a dict with string
@@ -720,61 +720,30 @@ class IssueReference(Assessment):
 
 
 # ---------------------------------------------------------------------------------------------
-# REST request bodies
+# Changed fields of an update (the MLflow REST bodies are built in exporters/mlflow/_client.py)
 # ---------------------------------------------------------------------------------------------
 
-_UPDATE_MASK_JSON_PATHS = {
-    "assessment_name": "assessmentName",
-    "expectation": "expectation",
-    "feedback": "feedback",
-    "rationale": "rationale",
-    "metadata": "metadata",
-}
+# The order in which MLflow's RestStore.update_assessment appends update-mask paths.
+UPDATE_MASK_ORDER = ("assessment_name", "expectation", "feedback", "rationale", "metadata")
 
 
-def create_assessment_request_body(assessment: Assessment) -> dict[str, Any]:
-    """JSON body of ``POST /api/3.0/mlflow/traces/{trace_id}/assessments`` (CreateAssessment).
-
-    Args:
-        assessment: The assessment to create (normally without ``assessment_id``).
-
-    Returns:
-        ``{"assessment": assessment.to_dictionary()}``.
-    """
-    return {"assessment": assessment.to_dictionary()}
-
-
-def update_assessment_request_body(
-    trace_id: str,
-    assessment_id: str,
+def assessment_update_fields(
+    *,
     name: str | None = None,
     expectation: ExpectationValue | Expectation | None = None,
     feedback: FeedbackValue | Feedback | None = None,
     rationale: str | None = None,
     metadata: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """JSON body of ``PATCH /api/3.0/mlflow/traces/{trace_id}/assessments/{assessment_id}``.
-
-    Mirrors MLflow's ``RestStore.update_assessment``: only the given fields are sent, and
-    ``update_mask`` lists them as a FieldMask JSON string (comma-joined camelCase paths, e.g.
-    ``"assessmentName,feedback"``). To mirror ``mlflow.update_assessment(trace_id, id, a)`` pass
-    ``name=a.name, expectation=a.expectation, feedback=a.feedback, rationale=a.rationale,
-    metadata=a.metadata``.
-
-    Args:
-        trace_id: The trace id.
-        assessment_id: The assessment id.
-        name: New assessment name.
-        expectation: New expectation value (an :class:`Expectation` is accepted too).
-        feedback: New feedback value and error (a :class:`Feedback` is accepted too).
-        rationale: New rationale.
-        metadata: New metadata (an empty dict still lists ``metadata`` in the mask).
+) -> tuple[dict[str, Any], list[str]]:
+    """What an UpdateAssessment changes, as MLflow's ``RestStore.update_assessment`` sees it.
 
     Returns:
-        ``{"assessment": {...}, "update_mask": "..."}`` (no ``update_mask`` when nothing changes).
+        The changed fields as protobuf JSON, in proto field order (an empty ``metadata`` is
+        left out), and the update-mask paths in MLflow's order (an empty ``metadata`` included).
 
     Raises:
         ValueError: Both ``expectation`` and ``feedback`` were given.
+        TypeError: A non-string name or rationale.
     """
     if expectation is not None and feedback is not None:
         raise ValueError("Exactly one of `expectation` or `feedback` should be specified.")
@@ -782,39 +751,17 @@ def update_assessment_request_body(
         expectation = expectation.expectation
     if isinstance(feedback, Feedback):
         feedback = feedback.feedback
-    assessment: dict[str, Any] = {"assessment_id": _require_str(assessment_id, "assessment_id")}
-    paths: list[str] = []
+    fields: dict[str, Any] = {}
     if name is not None:
-        assessment["assessment_name"] = _require_str(name, "name")
-        paths.append("assessment_name")
-    assessment["trace_id"] = _require_str(trace_id, "trace_id")
-    _add_update_values(assessment, paths, expectation, feedback, rationale, metadata)
-    body: dict[str, Any] = {"assessment": assessment}
-    if paths:
-        body["update_mask"] = ",".join(_UPDATE_MASK_JSON_PATHS[path] for path in paths)
-    return body
-
-
-def _add_update_values(
-    assessment: dict[str, Any],
-    paths: list[str],
-    expectation: ExpectationValue | None,
-    feedback: FeedbackValue | None,
-    rationale: str | None,
-    metadata: dict[str, str] | None,
-) -> None:
-    # Mask paths follow MLflow's append order; assessment keys follow proto field numbers.
-    if expectation is not None:
-        paths.append("expectation")
+        fields["assessment_name"] = _require_str(name, "name")
     if feedback is not None:
-        assessment["feedback"] = feedback.to_dictionary()
-        paths.append("feedback")
+        fields["feedback"] = feedback.to_dictionary()
     if expectation is not None:
-        assessment["expectation"] = expectation.to_dictionary()
+        fields["expectation"] = expectation.to_dictionary()
     if rationale is not None:
-        assessment["rationale"] = _require_str(rationale, "rationale")
-        paths.append("rationale")
-    if metadata is not None:
-        if metadata:
-            assessment["metadata"] = _metadata_to_proto(metadata)
-        paths.append("metadata")
+        fields["rationale"] = _require_str(rationale, "rationale")
+    if metadata:
+        fields["metadata"] = _metadata_to_proto(metadata)
+    given = {"assessment_name": name, "expectation": expectation, "feedback": feedback,
+             "rationale": rationale, "metadata": metadata}
+    return fields, [path for path in UPDATE_MASK_ORDER if given[path] is not None]
