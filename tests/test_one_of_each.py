@@ -4,7 +4,10 @@ that used to carry a copy now give the same answers as that home."""
 from __future__ import annotations
 
 import email.utils
+import http.server
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +18,7 @@ import flowtel
 import flowtel.tracing
 from flowtel import _config, _exceptions
 from flowtel._suppress import instrumentation_suppressed, suppress_instrumentation
-from flowtel.delivery._http import HttpResponse
+from flowtel.delivery._http import HttpClient, HttpResponse, HttpSettings, TransportError
 from flowtel.delivery._retry import RETRYABLE_HTTP_STATUS, is_retryable_status, parse_retry_after
 from flowtel.entities import Expectation, Feedback, _ids
 from flowtel.entities._protojson import format_timestamp, parse_timestamp, to_pb_value
@@ -146,3 +149,72 @@ def test_instrumentation_is_suppressed_for_both_key_spellings_and_restored() -> 
         assert otel_context.get_value(keys[0]) is True
     finally:
         otel_context.detach(token)
+
+
+# -- one HTTP stack ----------------------------------------------------------------------------------
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers 200 (or 503 with Retry-After for /busy) and records what it was sent."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, int, dict[str, str]]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, self.client_address[1], dict(self.headers)))
+        busy = self.path.endswith("/busy")
+        body = b'{"ok": true}'
+        self.send_response(503 if busy else 200)
+        if busy:
+            self.send_header("Retry-After", "4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[http.server.ThreadingHTTPServer]:
+    _Recorder.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_http_client_reuses_its_connection_and_reads_retry_after(recorder: http.server.ThreadingHTTPServer) -> None:
+    client = HttpClient(HttpSettings(f"http://127.0.0.1:{recorder.server_port}/prefix", timeout=10))
+    try:
+        assert client.request("GET", "/a").json() == {"ok": True}
+        busy = client.request("GET", "/busy")
+        assert (busy.status, busy.retry_after) == (503, 4.0)
+    finally:
+        client.close()
+    [(first, port_1, _), (second, port_2, _)] = _Recorder.seen
+    assert (first, second) == ("/prefix/a", "/prefix/busy")
+    assert port_1 == port_2  # one keep-alive connection
+
+
+def test_http_client_goes_through_the_environments_proxy_without_showing_its_password(
+    recorder: http.server.ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://bob:pr0xy-s3cret@127.0.0.1:{recorder.server_port}")
+    client = HttpClient(HttpSettings("http://mlflow.invalid:5000", username="alice", password="pa55word"))
+    try:
+        client.request("GET", "/api/x", params={"a": "1", "skip": None})
+    finally:
+        client.close()
+    [(target, _, headers)] = _Recorder.seen
+    assert target == "http://mlflow.invalid:5000/api/x?a=1"  # absolute form: sent to the proxy
+    assert headers["Authorization"] == "Basic YWxpY2U6cGE1NXdvcmQ="
+    assert headers["Proxy-Authorization"] == "Basic Ym9iOnByMHh5LXMzY3JldA=="
+    monkeypatch.setenv("http_proxy", "http://bob:pr0xy-s3cret@127.0.0.1:9")
+    with pytest.raises(TransportError) as raised:
+        HttpClient(HttpSettings("http://mlflow.invalid:5000", timeout=5)).request("GET", "/")
+    assert raised.value.kind == "connection"
+    assert "pr0xy-s3cret" not in raised.value.message
