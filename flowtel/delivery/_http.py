@@ -20,6 +20,7 @@ import re
 import ssl
 import threading
 import urllib.parse
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -161,6 +162,8 @@ class HttpClient:
             (settings.client_cert_path, settings.client_key_path)
             if settings.client_cert_path and settings.client_key_path else settings.client_cert_path
         )
+        if settings.insecure_tls:
+            _silence_insecure_warning(parts.hostname)
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
         self._session_pid = 0
@@ -268,6 +271,16 @@ def _no_netrc(request: Any) -> Any:
 
 
 _NO_NETRC = _no_netrc
+
+
+def _silence_insecure_warning(host: str) -> None:
+    """The user turned verification off for this server on purpose (MLFLOW_TRACKING_INSECURE_TLS):
+    urllib3's per-request warning about it is muted for this host only."""
+    from urllib3.exceptions import InsecureRequestWarning
+
+    warnings.filterwarnings(
+        "ignore", f"Unverified HTTPS request is being made to host '{re.escape(host)}'", InsecureRequestWarning
+    )
 
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
