@@ -139,6 +139,9 @@ def update_assessment(trace_id: str, assessment_id: str, assessment: Assessment)
     Raises:
         FlowtelException: unknown trace or assessment, or a value of the other kind.
     """
+    for field_name, value in (("assessment_id", assessment_id), ("trace_id", trace_id)):
+        if not isinstance(value, str):  # as MLflow's protobuf string fields refuse them
+            raise TypeError(f"`{field_name}` must be a string, got {type(value).__name__}: {value!r}")
     changes, _ = assessment_update_fields(
         name=assessment.name, expectation=assessment.expectation, feedback=assessment.feedback,
         rationale=assessment.rationale, metadata=assessment.metadata,
