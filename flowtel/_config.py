@@ -7,11 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+# The one exception tree has it; importable from here too (explicit re-export).
+from flowtel._exceptions import ConfigError as ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """Invalid configuration. The message says what to fix."""
 
 
 @dataclass(frozen=True)

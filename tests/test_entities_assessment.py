@@ -24,6 +24,7 @@ from mlflow.store.tracking.rest_store import RestStore
 from mlflow.utils.proto_json_utils import milliseconds_to_proto_timestamp
 
 from flowtel.entities import _assessment as flowtel_assessment
+from flowtel.exporters.mlflow import _client as mlflow_rest
 
 FLOWTEL = types.SimpleNamespace(
     Assessment=flowtel_assessment.Assessment,
@@ -336,7 +337,7 @@ def test_wire_example_from_reference_doc() -> None:
         name="expected", value={"answer": 7}, trace_id="tr-b25b", create_time_ms=T0
     )
 
-    assert flowtel_assessment.create_assessment_request_body(feedback) == {
+    assert mlflow_rest.create_assessment_request_body(feedback) == {
         "assessment": {
             "assessment_name": "quality",
             "trace_id": "tr-b25b",
@@ -607,7 +608,7 @@ def test_create_assessment_body_matches_mlflow_rest_store(case: str) -> None:
     request = _mlflow_request(lambda store: store.create_assessment(theirs))
 
     assert request.endpoint.endswith("/traces/tr-abc/assessments")
-    assert flowtel_assessment.create_assessment_request_body(ours) == request.body
+    assert mlflow_rest.create_assessment_request_body(ours) == request.body
 
 
 UPDATE_CASES: dict[str, Callable[[types.SimpleNamespace], dict[str, Any]]] = {
@@ -640,7 +641,7 @@ def test_update_assessment_body_matches_mlflow_rest_store(case: str) -> None:
         lambda store: store.update_assessment("tr-1", "a-1", **UPDATE_CASES[case](MLFLOW))
     )
 
-    ours = flowtel_assessment.update_assessment_request_body(
+    ours = mlflow_rest.update_assessment_request_body(
         "tr-1", "a-1", **UPDATE_CASES[case](FLOWTEL)
     )
 
@@ -659,7 +660,7 @@ def test_update_body_accepts_whole_assessments_like_mlflow_update_assessment() -
         )
     )
 
-    body = flowtel_assessment.update_assessment_request_body(
+    body = mlflow_rest.update_assessment_request_body(
         "tr-1", "a-1", name=ours.name, feedback=ours, rationale=ours.rationale
     )
     assert body == request.body
@@ -668,7 +669,7 @@ def test_update_body_accepts_whole_assessments_like_mlflow_update_assessment() -
 
 def test_update_body_rejects_both_values() -> None:
     with pytest.raises(ValueError, match="Exactly one of `expectation` or `feedback`"):
-        flowtel_assessment.update_assessment_request_body(
+        mlflow_rest.update_assessment_request_body(
             "tr-1",
             "a-1",
             expectation=FLOWTEL.ExpectationValue(1),

@@ -17,12 +17,9 @@ import flowtel
 from flowtel import SpanEvent, SpanType
 from flowtel.delivery._http import HttpClient, HttpSettings
 from flowtel.entities import AssessmentSource, Trace
-from flowtel.exporters.mlflow._exporter import (
-    MlflowExporter,
-    MlflowRestClient,
-    MlflowTraceStore,
-    create_mlflow_destination,
-)
+from flowtel.exporters.mlflow._client import MlflowRestClient
+from flowtel.exporters.mlflow._exporter import MlflowExporter, create_mlflow_destination
+from flowtel.exporters.mlflow._store import MlflowTraceStore
 from flowtel.tracing import _experiments
 
 pytest.register_assert_rewrite("tests._mlflow_helpers")

@@ -1,34 +1,43 @@
-"""A small HTTP client for talking to an MLflow tracking server (standard library only).
+"""flowtel's one HTTP client, on ``requests`` (which ``opentelemetry-exporter-otlp-proto-http``,
+a core dependency, already requires; MLflow's own client uses it too).
 
-One keep-alive connection per thread (delivery workers reuse theirs for every request), TLS
-verified by default, bearer or basic auth, per-request timeouts, ``HTTP(S)_PROXY`` support.
-A request that fails because the server closed an idle keep-alive connection is sent again once
-on a fresh connection. Credentials are only ever placed in request headers: they never appear in
-``repr``, log records or exception messages.
+Used by the MLflow exporter, its read side and ``MlflowSpanExporter`` (MLflow REST + OTLP
+endpoints) and by the OTLP/HTTP exporter. Keep-alive connections pooled per client (thread-safe
+pool; a forked child starts its own), TLS verified by default, bearer or basic auth, per-request
+timeouts, proxies from the environment (``HTTP(S)_PROXY``, ``NO_PROXY``), no redirects followed.
+A request that fails because the server dropped a pooled keep-alive connection is sent again
+once. Credentials are only ever placed in request headers: they never appear in ``repr``, log
+records or exception messages (``~/.netrc`` is not consulted: credentials come from settings).
 """
 
 from __future__ import annotations
 
 import base64
-import email.utils
 import http.client
 import json
 import os
-import socket
+import re
 import ssl
 import threading
-import time
 import urllib.parse
-import urllib.request
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowtel import _config
 from flowtel._version import __version__
+from flowtel.delivery._retry import parse_retry_after
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["HttpClient", "HttpResponse", "HttpSettings", "TransportError"]
 
+_USER_AGENT = f"flowtel/{__version__}"
+_POOL_SIZE = 32  # >= the exporter's connections + the read side's search threads
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+# Errors of a pooled connection the server closed while idle: worth one more try.
 _STALE_CONNECTION_ERRORS = (
     http.client.RemoteDisconnected,
     http.client.BadStatusLine,
@@ -36,7 +45,6 @@ _STALE_CONNECTION_ERRORS = (
     ConnectionAbortedError,
     BrokenPipeError,
 )
-_USER_AGENT = f"flowtel/{__version__}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class HttpSettings:
         insecure_tls: Skip TLS verification (``MLFLOW_TRACKING_INSECURE_TLS``).
         server_cert_path: CA bundle to verify the server with (``MLFLOW_TRACKING_SERVER_CERT_PATH``).
         client_cert_path: Client certificate for mutual TLS (``MLFLOW_TRACKING_CLIENT_CERT_PATH``).
+        client_key_path: Its private key, when not in ``client_cert_path``.
         timeout: Seconds per request (``MLFLOW_HTTP_REQUEST_TIMEOUT``).
     """
 
@@ -61,6 +70,7 @@ class HttpSettings:
     insecure_tls: bool = False
     server_cert_path: str | None = None
     client_cert_path: str | None = None
+    client_key_path: str | None = None
     timeout: float = 120.0
 
     @classmethod
@@ -112,7 +122,8 @@ class TransportError(Exception):
     """The request got no HTTP response: connection refused/reset, timeout, TLS failure.
 
     Attributes:
-        kind: ``"connection"``, ``"timeout"`` or ``"tls"``.
+        kind: ``"connection"``, ``"timeout"``, ``"tls"`` or ``"request"`` (a request that
+            cannot be sent at all, e.g. an invalid URL).
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -122,7 +133,7 @@ class TransportError(Exception):
 
 
 class HttpClient:
-    """Thread-safe: each thread uses its own keep-alive connection.
+    """Thread-safe; ``request`` blocks up to its timeout.
 
     Args:
         settings: Where and how to connect.
@@ -137,18 +148,25 @@ class HttpClient:
         parts = urllib.parse.urlsplit(settings.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"Not an http(s) URL: {_redact_url(settings.base_url)}")
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port or (443 if self._https else 80)
-        self._prefix = parts.path.rstrip("/")
-        self.display_url = f"{parts.scheme}://{_host_port(self._host, parts.port)}{self._prefix}"
+        self._base = urllib.parse.urlunsplit(
+            (parts.scheme, _host_port(parts.hostname, parts.port), parts.path.rstrip("/"), "", "")
+        )
+        self.display_url = self._base
+        self._query = parts.query
         self._auth_header = _authorization(settings, parts)
-        self._proxy = _proxy_for(parts.scheme, self._host)
-        self._ssl_context = _ssl_context(settings) if self._https else None
-        self._local = threading.local()
+        # Loaded now so that a bad certificate file is a configuration error, not a delivery one.
+        self._ssl_context = _ssl_context(settings) if parts.scheme == "https" else None
+        # Passed with every request: a session's own verify/cert lose to REQUESTS_CA_BUNDLE.
+        self._verify: bool | str = False if settings.insecure_tls else (settings.server_cert_path or True)
+        self._cert: str | tuple[str, str] | None = (
+            (settings.client_cert_path, settings.client_key_path)
+            if settings.client_cert_path and settings.client_key_path else settings.client_cert_path
+        )
+        if settings.insecure_tls:
+            _silence_insecure_warning(parts.hostname)
         self._lock = threading.Lock()
-        self._connections: list[http.client.HTTPConnection] = []
-        self._generation = 0  # bumped by close(): threads then open fresh connections
+        self._session: requests.Session | None = None
+        self._session_pid = 0
 
     # -- public ---------------------------------------------------------------------------------
     def request(
@@ -161,143 +179,134 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> HttpResponse:
-        """Send one request and read the whole response. Blocks; each socket operation waits
-        up to ``timeout`` seconds (default: the settings' timeout).
+        """Send one request and read the whole response. Blocks; connecting and each read
+        wait up to ``timeout`` seconds (default: the settings' timeout).
 
         Raises:
             TransportError: no HTTP response was received.
         """
-        target = self._target(path, params)
+        import requests
+
+        url = self._url(path)
+        seconds = timeout if timeout is not None else self.settings.timeout
         all_headers = self._headers(headers)
         for attempt in (1, 2):
-            conn, reused = self._connection(timeout)
+            session = self._current_session()
             try:
-                conn.request(method, target, body=body, headers=all_headers)
-                response = conn.getresponse()
-                data = response.read()
-            except _STALE_CONNECTION_ERRORS as exc:
-                self._discard(conn)
-                if reused and attempt == 1:
+                response = session.request(
+                    method, url, data=body, headers=all_headers, params=_params(params),
+                    timeout=seconds, allow_redirects=False, auth=_NO_NETRC, verify=self._verify, cert=self._cert,
+                )
+            except requests.RequestException as exc:
+                if attempt == 1 and _is_stale_connection(exc):
                     continue  # the server closed an idle keep-alive connection: retry once
                 raise self._transport_error(exc) from None
-            except (OSError, http.client.HTTPException) as exc:
-                self._discard(conn)
-                raise self._transport_error(exc) from None
-            if response.will_close:
-                self._discard(conn)
-            else:
-                self._local.used = True
-            return HttpResponse(response.status, _lower(response.getheaders()), data)
+            return HttpResponse(
+                response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Close every connection; later requests open new ones."""
         with self._lock:
-            connections, self._connections = self._connections, []
-            self._generation += 1
-        for conn in connections:
-            conn.close()
+            session, self._session = self._session, None
+        if session is not None and self._session_pid == os.getpid():
+            session.close()
 
     def __repr__(self) -> str:
         return f"HttpClient({self.display_url!r})"
 
-    # -- connections ----------------------------------------------------------------------------
-    def _connection(self, timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
-        local = self._local
-        conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
-        if conn is not None and (local.pid != os.getpid() or local.generation != self._generation):
-            conn = None  # inherited through fork() (the parent's socket), or closed by close()
-        if conn is None:
-            conn = self._new_connection()
-            local.conn, local.pid, local.generation, local.used = conn, os.getpid(), self._generation, False
-        conn.timeout = timeout if timeout is not None else self.settings.timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(conn.timeout)
-        return conn, bool(local.used) and conn.sock is not None
-
-    def _new_connection(self) -> http.client.HTTPConnection:
-        host, port = self._host, self._port
-        if self._proxy is not None:
-            host, port = self._proxy.host, self._proxy.port
-        conn: http.client.HTTPConnection
-        if self._https:
-            conn = http.client.HTTPSConnection(host, port, context=self._ssl_context)
-            if self._proxy is not None:
-                conn.set_tunnel(self._host, self._port, headers=self._proxy.headers)
-        else:
-            conn = http.client.HTTPConnection(host, port)
+    # -- internals ------------------------------------------------------------------------------
+    def _current_session(self) -> requests.Session:
         with self._lock:
-            self._connections.append(conn)
-        return conn
+            # A session inherited through fork() shares the parent's sockets: leave it alone.
+            if self._session is None or self._session_pid != os.getpid():
+                self._session, self._session_pid = self._new_session(), os.getpid()
+            return self._session
 
-    def _discard(self, conn: http.client.HTTPConnection) -> None:
-        conn.close()
-        with self._lock:
-            if conn in self._connections:
-                self._connections.remove(conn)
-        if getattr(self._local, "conn", None) is conn:
-            self._local.conn = None
+    def _new_session(self) -> requests.Session:
+        import requests
+        import requests.adapters
 
-    # -- request parts --------------------------------------------------------------------------
-    def _target(self, path: str, params: Mapping[str, Any] | None) -> str:
-        target = self._prefix + path
-        if params:
-            query = urllib.parse.urlencode(
-                {k: v for k, v in params.items() if v is not None}, doseq=True
-            )
-            target = f"{target}?{query}" if query else target
-        if self._proxy is not None and not self._https:
-            target = f"http://{_host_port(self._host, self._port)}{target}"
-        return target
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=_POOL_SIZE)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def _url(self, path: str) -> str:
+        url = self._base + path
+        return f"{url}?{self._query}" if self._query else url
 
     def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
         if self._auth_header is not None:
             headers["Authorization"] = self._auth_header
-        if self._proxy is not None and not self._https:
-            headers.update(self._proxy.headers)
         if extra:
             headers.update(extra)
         return headers
 
     def _transport_error(self, exc: BaseException) -> TransportError:
+        import requests
+
         where = self.display_url
-        if isinstance(exc, (socket.timeout, TimeoutError)):
-            return TransportError(
-                "timeout", f"Request to {where} timed out (MLFLOW_HTTP_REQUEST_TIMEOUT)."
-            )
-        if isinstance(exc, ssl.SSLError):
+        if isinstance(exc, requests.exceptions.SSLError):
             return TransportError(
                 "tls",
-                f"TLS error talking to {where}: {exc.__class__.__name__}: {_reason(exc)}. "
+                f"TLS error talking to {where}: {_reason(exc)}. "
                 "Set MLFLOW_TRACKING_SERVER_CERT_PATH to the server's CA bundle, or "
                 "MLFLOW_TRACKING_INSECURE_TLS=true to skip verification (unsafe).",
             )
-        return TransportError(
-            "connection", f"Could not reach {where}: {exc.__class__.__name__}: {_reason(exc)}"
-        )
+        if isinstance(exc, requests.Timeout):
+            return TransportError("timeout", f"Request to {where} timed out (MLFLOW_HTTP_REQUEST_TIMEOUT).")
+        if isinstance(exc, requests.ConnectionError):
+            return TransportError("connection", f"Could not reach {where}: {_reason(exc)}")
+        return TransportError("request", f"Could not send a request to {where}: {_reason(exc)}")
 
 
 # -- helpers -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Proxy:
-    host: str
-    port: int
-    headers: dict[str, str] = field(repr=False)
+def _no_netrc(request: Any) -> Any:
+    # An ``auth`` callable keeps requests from reading ~/.netrc; our header is already set.
+    return request
 
 
-def _proxy_for(scheme: str, host: str) -> _Proxy | None:
-    proxy_url = urllib.request.getproxies().get(scheme)
-    if not proxy_url or urllib.request.proxy_bypass(host):
+_NO_NETRC = _no_netrc
+
+
+def _silence_insecure_warning(host: str) -> None:
+    """The user turned verification off for this server on purpose (MLFLOW_TRACKING_INSECURE_TLS):
+    urllib3's per-request warning about it is muted for this host only."""
+    from urllib3.exceptions import InsecureRequestWarning
+
+    warnings.filterwarnings(
+        "ignore", f"Unverified HTTPS request is being made to host '{re.escape(host)}'", InsecureRequestWarning
+    )
+
+
+def _params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not params:
         return None
-    parts = urllib.parse.urlsplit(proxy_url if "://" in proxy_url else f"http://{proxy_url}")
-    if not parts.hostname:
-        return None
-    headers: dict[str, str] = {}
-    if parts.username:
-        secret = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
-    return _Proxy(parts.hostname, parts.port or 8080, headers)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _is_stale_connection(exc: BaseException) -> bool:
+    import requests
+
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.Timeout):
+        return False
+    cause: BaseException | None = exc
+    for _ in range(6):  # requests -> urllib3 ProtocolError/MaxRetryError -> the socket error
+        if isinstance(cause, _STALE_CONNECTION_ERRORS):
+            return True
+        if cause is None:
+            return False
+        inner = getattr(cause, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = cause.args[1] if len(cause.args) > 1 and isinstance(cause.args[1], BaseException) else (
+                cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else cause.__cause__
+            )
+        cause = inner
+    return False
 
 
 def _authorization(settings: HttpSettings, parts: urllib.parse.SplitResult) -> str | None:
@@ -314,7 +323,7 @@ def _authorization(settings: HttpSettings, parts: urllib.parse.SplitResult) -> s
 
 
 def _ssl_context(settings: HttpSettings) -> ssl.SSLContext:
-    """Verifying TLS context (unless insecure_tls).
+    """The TLS settings, checked: verifying unless insecure_tls, certificate files loaded.
 
     Raises:
         ConfigError: a certificate file cannot be loaded.
@@ -327,17 +336,13 @@ def _ssl_context(settings: HttpSettings) -> ssl.SSLContext:
         else:
             context = ssl.create_default_context(cafile=settings.server_cert_path)
         if settings.client_cert_path:
-            context.load_cert_chain(settings.client_cert_path)
+            context.load_cert_chain(settings.client_cert_path, settings.client_key_path)
     except (OSError, ssl.SSLError) as exc:
         raise _config.ConfigError(
             "MLFLOW_TRACKING_SERVER_CERT_PATH / MLFLOW_TRACKING_CLIENT_CERT_PATH could not be "
             f"loaded: {exc}"
         ) from None
     return context
-
-
-def _lower(headers: list[tuple[str, str]]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers}
 
 
 def _host_port(host: str, port: int | None) -> str:
@@ -352,20 +357,14 @@ def _redact_url(url: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    return str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc) or "no detail"
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value; None when absent or unparseable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+    """The innermost error's text, with any ``user:password@`` of a URL (a proxy's) removed."""
+    inner: BaseException = exc
+    for _ in range(6):
+        nested = getattr(inner, "reason", None)
+        if not isinstance(nested, BaseException):
+            nested = inner.args[0] if inner.args and isinstance(inner.args[0], BaseException) else None
+        if nested is None:
+            break
+        inner = nested
+    text = str(getattr(inner, "strerror", None) or inner) or "no detail"
+    return f"{type(inner).__name__}: {_USERINFO.sub('***@', text)}"

@@ -27,22 +27,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from opentelemetry import context as otel_context
-
 from flowtel import _config
 from flowtel._errors import report_internal_error
+from flowtel._suppress import instrumentation_suppressed
 from flowtel.delivery import _lifecycle as lifecycle
 from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
+from flowtel.delivery._retry import RetryPolicy
 from flowtel.delivery._spool import (
     Spool,
     SpoolFullError,
@@ -70,10 +69,6 @@ _WARN_INTERVAL_S = 10.0
 _SPOOL_RETRY_S = 30.0  # after a spool failure (disk full, read-only), try the disk again this late
 _LOCAL_PHASE_GRACE_S = 5.0  # shutdown waits this long at most for finalising / disk writes
 _LEFTOVERS_BUDGET_S = 5.0  # and this long for spooling what is left
-_SUPPRESS_KEYS: tuple[Any, ...] = tuple(
-    key for key in (getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None), "suppress_instrumentation")
-    if key is not None
-)
 
 
 class Deliverable(Protocol):
@@ -87,37 +82,6 @@ class Deliverable(Protocol):
 
 
 # -- options -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter for retryable export failures.
-
-    Args:
-        max_attempts: Attempts per batch before it is spooled (or dropped without a spool).
-        initial_backoff: Delay after the first failure, in seconds; doubles per failure.
-        max_backoff: Longest delay between attempts (and between probes of a down destination).
-        max_retry_after: Upper bound for a destination's ``Retry-After`` (a broken server
-            asking for a day must not stall delivery for a day).
-    """
-
-    max_attempts: int = 5
-    initial_backoff: float = 0.5
-    max_backoff: float = 30.0
-    max_retry_after: float = 600.0
-
-    def delay(self, failures: int, retry_after: float | None = None, *, rng: random.Random | None = None) -> float:
-        """Seconds to wait after the ``failures``-th consecutive failure (``failures >= 1``).
-
-        ``Retry-After`` wins when the destination sent one. Otherwise "equal jitter": a random
-        value between half and all of the exponential step, so clients that failed together
-        do not come back together, and none retries immediately.
-        """
-        if retry_after is not None and retry_after >= 0:
-            return min(retry_after, self.max_retry_after)
-        step = self.initial_backoff * 2.0 ** min(max(failures - 1, 0), 30)
-        cap = min(self.max_backoff, step)
-        return (rng or random).uniform(cap / 2, cap)
-
-
 @dataclass(frozen=True)
 class SpoolOptions:
     """Where and how much to spool. ``require_private_root`` is off for a root the user chose."""
@@ -655,7 +619,7 @@ class DeliveryPipeline:
         self._export_thread = _start_thread(self._export_loop, f"flowtel-delivery-{self.name}")
 
     def _export_loop(self) -> None:
-        with _instrumentation_suppressed():
+        with instrumentation_suppressed():
             self._forget_parent_connections()
             self._open_spool()
             while True:
@@ -1249,19 +1213,6 @@ def _start_thread(target: Callable[[], None], name: str) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread
-
-
-@contextlib.contextmanager
-def _instrumentation_suppressed() -> Iterator[None]:
-    """The exporter's own HTTP calls must never be traced by any instrumentation."""
-    ctx = otel_context.get_current()
-    for key in _SUPPRESS_KEYS:
-        ctx = otel_context.set_value(key, True, ctx)
-    token = otel_context.attach(ctx)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
 
 
 # -- process lifecycle ---------------------------------------------------------------------------

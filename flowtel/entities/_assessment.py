@@ -4,21 +4,22 @@ Mirrors ``mlflow.entities.assessment`` / ``assessment_source`` / ``assessment_er
 without protobuf: :meth:`Assessment.to_dictionary` renders exactly what MLflow's
 ``MessageToDict(assessment.to_proto(), preserving_proto_field_name=True)`` renders, including the
 ``google.protobuf.Value`` quirks (every number becomes a float, tuples become lists, NaN/Infinity
-and over-deep values are rejected) and protobuf's RFC 3339 timestamp strings.
+and over-deep values are rejected) and protobuf's RFC 3339 timestamp strings, through the one
+protobuf-JSON mapping (:mod:`flowtel.entities._protojson`).
 
 Stdlib only: this module must never import mlflow or protobuf.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
-import math
 import time
 import traceback
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from flowtel.entities._protojson import format_timestamp, parse_timestamp, to_pb_value
 
 __all__ = [
     "DEFAULT_FEEDBACK_NAME",
@@ -33,9 +34,9 @@ __all__ = [
     "FeedbackValueType",
     "IssueReference",
     "IssueReferenceValue",
+    "UPDATE_MASK_ORDER",
     "PbValueType",
-    "create_assessment_request_body",
-    "update_assessment_request_body",
+    "assessment_update_fields",
 ]
 
 # Feedback value should be a float, int, str or bool, a list of those, or a dict with string
@@ -51,178 +52,6 @@ _SOURCE_RUN_ID_METADATA_KEY = "mlflow.assessment.sourceRunId"
 
 _STACK_TRACE_TRUNCATION_PREFIX = "[Stack trace is truncated]\n...\n"
 _STACK_TRACE_TRUNCATION_LENGTH = 10000
-
-
-# ---------------------------------------------------------------------------------------------
-# Protobuf JSON mapping helpers (Timestamp, Value)
-# ---------------------------------------------------------------------------------------------
-
-_TIMESTAMP_SECONDS_MIN = -62135596800  # 0001-01-01T00:00:00Z
-_TIMESTAMP_SECONDS_MAX = 253402300799  # 9999-12-31T23:59:59Z
-_SECONDS_PER_DAY = 24 * 3600
-_NANOS_PER_MILLI = 1_000_000
-_NANOS_PER_SECOND = 1_000_000_000
-_EPOCH = datetime.datetime(1970, 1, 1)
-_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
-
-# ``json_format.ParseDict``'s default ``max_recursion_depth`` (one level per Value, Struct and
-# ListValue message converted).
-_PARSE_DEPTH_LIMIT = 100
-# upb's nesting limit hit when MLflow copies the Value into the Assessment message; counted as
-# 1 per Value, +1 per ListValue, +2 per Struct (Struct + map entry).
-_MESSAGE_DEPTH_LIMIT = 101
-
-
-def _check_timestamp(seconds: int, nanos: int) -> None:
-    if seconds < _TIMESTAMP_SECONDS_MIN or seconds > _TIMESTAMP_SECONDS_MAX:
-        raise ValueError(
-            f"Timestamp is not valid: Seconds {seconds} must be in range "
-            f"[{_TIMESTAMP_SECONDS_MIN}, {_TIMESTAMP_SECONDS_MAX}]."
-        )
-    if nanos < 0 or nanos >= _NANOS_PER_SECOND:
-        raise ValueError(f"Timestamp is not valid: Nanos {nanos} must be in a range [0, 999999].")
-
-
-def _millis_to_timestamp_str(millis: int | float) -> str:
-    """Render epoch milliseconds as protobuf's Timestamp JSON (``...:25.316Z`` / ``...:25Z``)."""
-    millis = math.floor(millis) if isinstance(millis, float) else int(millis)
-    seconds, rem_millis = divmod(millis, 1000)
-    _check_timestamp(seconds, rem_millis * _NANOS_PER_MILLI)
-    day_seconds = seconds % _SECONDS_PER_DAY
-    days = (seconds - day_seconds) // _SECONDS_PER_DAY
-    text = (_EPOCH + datetime.timedelta(days, day_seconds)).isoformat()
-    return f"{text}.{rem_millis:03d}Z" if rem_millis else f"{text}Z"
-
-
-def _split_timezone(value: str) -> int:
-    position = value.find("Z")
-    if position == -1:
-        position = value.find("+")
-    if position == -1:
-        position = value.rfind("-")
-    if position == -1:
-        raise ValueError("Failed to parse timestamp: missing valid timezone offset.")
-    return position
-
-
-def _parse_nanos(fraction: str) -> int:
-    if len(fraction) > 9:
-        raise ValueError(
-            f"Failed to parse Timestamp: nanos {fraction} more than 9 fractional digits."
-        )
-    return round(float("0." + fraction) * 1e9) if fraction else 0
-
-
-def _timezone_shift_seconds(value: str, position: int) -> int:
-    if value[position] == "Z":
-        if len(value) != position + 1:
-            raise ValueError(f"Failed to parse timestamp: invalid trailing data {value}.")
-        return 0
-    zone = value[position:]
-    colon = zone.find(":")
-    if colon == -1:
-        raise ValueError(f"Invalid timezone offset value: {zone}.")
-    offset = (int(zone[1:colon]) * 60 + int(zone[colon + 1 :])) * 60
-    return -offset if zone[0] == "+" else offset
-
-
-def _timestamp_str_to_millis(value: str) -> int:
-    """Parse an RFC 3339 string like protobuf's ``Timestamp.FromJsonString`` + ``ToMilliseconds``.
-
-    Accepts any number of fractional digits up to 9 and ``Z`` or ``±HH:MM`` offsets; sub-ms
-    digits are floored away.
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"Timestamp JSON value not a string: {value!r}")
-    position = _split_timezone(value)
-    clock, _, fraction = value[:position].partition(".")
-    if "t" in clock:
-        raise ValueError(
-            f"time data '{clock}' does not match format '{_TIMESTAMP_FORMAT}', "
-            "lowercase 't' is not accepted"
-        )
-    delta = datetime.datetime.strptime(clock, _TIMESTAMP_FORMAT) - _EPOCH
-    seconds = delta.seconds + delta.days * _SECONDS_PER_DAY
-    nanos = _parse_nanos(fraction)
-    seconds += _timezone_shift_seconds(value, position)
-    _check_timestamp(seconds, nanos)
-    return seconds * 1000 + nanos // _NANOS_PER_MILLI
-
-
-def _to_pb_value(value: Any) -> Any:
-    """Normalise ``value`` the way a round trip through ``google.protobuf.Value`` does.
-
-    Numbers become floats, tuples become lists, str/int/float subclasses become plain builtins.
-
-    Raises:
-        TypeError: A value (or dict key) that ``google.protobuf.Value`` cannot hold.
-        ValueError: NaN/Infinity, or nesting deeper than protobuf accepts.
-        OverflowError: An int too large for a double.
-    """
-    converted, message_depth = _convert_pb_value(value, frame=1)
-    if message_depth > _MESSAGE_DEPTH_LIMIT:
-        raise ValueError(
-            "Error parsing message with type 'google.protobuf.Value': value nested too deeply."
-        )
-    return converted
-
-
-def _check_parse_frame(frame: int) -> None:
-    if frame > _PARSE_DEPTH_LIMIT:
-        raise ValueError(f"Message too deep. Max recursion depth is {_PARSE_DEPTH_LIMIT}")
-
-
-def _convert_pb_value(value: Any, frame: int) -> tuple[Any, int]:
-    """Return the normalised value and its message nesting depth (upb counting)."""
-    _check_parse_frame(frame)
-    if isinstance(value, dict):
-        return _convert_pb_struct(value, frame + 1)
-    if isinstance(value, (list, tuple)):
-        return _convert_pb_list(value, frame + 1)
-    return _convert_pb_scalar(value), 1
-
-
-def _convert_pb_struct(value: dict[Any, Any], frame: int) -> tuple[dict[str, Any], int]:
-    _check_parse_frame(frame)
-    result: dict[str, Any] = {}
-    deepest = 0
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise TypeError(f"Struct keys must be strings, got {type(key).__name__}: {key!r}")
-        result[str.__str__(key)], depth = _convert_pb_value(item, frame + 1)
-        deepest = max(deepest, depth + 1)  # + the map entry message
-    return result, 2 + deepest
-
-
-def _convert_pb_list(value: list[Any] | tuple[Any, ...], frame: int) -> tuple[list[Any], int]:
-    _check_parse_frame(frame)
-    result: list[Any] = []
-    deepest = 0
-    for item in value:
-        converted, depth = _convert_pb_value(item, frame + 1)
-        result.append(converted)
-        deepest = max(deepest, depth)
-    return result, 2 + deepest
-
-
-def _convert_pb_scalar(value: Any) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, (int, float)):
-        number = float(value)
-        if math.isinf(number):
-            raise ValueError(
-                "Fail to serialize Infinity for Value.number_value, which would parse as "
-                "string_value"
-            )
-        if math.isnan(number):
-            raise ValueError(
-                "Fail to serialize NaN for Value.number_value, which would parse as string_value"
-            )
-        return number
-    raise TypeError(f"Value {value!r} has unexpected type {type(value)} at Value")
 
 
 def _require_str(value: Any, field_name: str) -> str:
@@ -400,7 +229,7 @@ class FeedbackValue:
 
     def to_dictionary(self) -> dict[str, Any]:
         """Proto JSON of ``mlflow.assessments.Feedback`` (numbers rendered as floats)."""
-        result: dict[str, Any] = {"value": _to_pb_value(self.value)}
+        result: dict[str, Any] = {"value": to_pb_value(self.value)}
         if self.error:
             result["error"] = self.error._to_proto_dictionary()
         return result
@@ -429,7 +258,7 @@ class ExpectationValue:
     def to_dictionary(self) -> dict[str, Any]:
         """Proto JSON of ``mlflow.assessments.Expectation``."""
         if not self._need_serialization():
-            return {"value": _to_pb_value(self.value)}
+            return {"value": to_pb_value(self.value)}
         try:
             serialized = json.dumps(self.value)
         except Exception as e:
@@ -571,8 +400,8 @@ class Assessment:
         if self.span_id is not None:
             d["span_id"] = _require_str(self.span_id, "span_id")
         d["source"] = self.source._to_proto_dictionary()
-        d["create_time"] = _millis_to_timestamp_str(_require_millis(self.create_time_ms))
-        d["last_update_time"] = _millis_to_timestamp_str(_require_millis(self.last_update_time_ms))
+        d["create_time"] = format_timestamp(_require_millis(self.create_time_ms))
+        d["last_update_time"] = format_timestamp(_require_millis(self.last_update_time_ms))
         self._add_value_fields(d)
         return d
 
@@ -620,8 +449,8 @@ def _common_fields_from_dictionary(d: dict[str, Any]) -> dict[str, Any]:
     return {
         "trace_id": d.get("trace_id"),
         "source": AssessmentSource.from_dictionary(d["source"]),
-        "create_time_ms": _timestamp_str_to_millis(d["create_time"]),
-        "last_update_time_ms": _timestamp_str_to_millis(d["last_update_time"]),
+        "create_time_ms": parse_timestamp(d["create_time"]),
+        "last_update_time_ms": parse_timestamp(d["last_update_time"]),
         "metadata": d.get("metadata"),
         "span_id": d.get("span_id"),
     }
@@ -891,61 +720,30 @@ class IssueReference(Assessment):
 
 
 # ---------------------------------------------------------------------------------------------
-# REST request bodies
+# Changed fields of an update (the MLflow REST bodies are built in exporters/mlflow/_client.py)
 # ---------------------------------------------------------------------------------------------
 
-_UPDATE_MASK_JSON_PATHS = {
-    "assessment_name": "assessmentName",
-    "expectation": "expectation",
-    "feedback": "feedback",
-    "rationale": "rationale",
-    "metadata": "metadata",
-}
+# The order in which MLflow's RestStore.update_assessment appends update-mask paths.
+UPDATE_MASK_ORDER = ("assessment_name", "expectation", "feedback", "rationale", "metadata")
 
 
-def create_assessment_request_body(assessment: Assessment) -> dict[str, Any]:
-    """JSON body of ``POST /api/3.0/mlflow/traces/{trace_id}/assessments`` (CreateAssessment).
-
-    Args:
-        assessment: The assessment to create (normally without ``assessment_id``).
-
-    Returns:
-        ``{"assessment": assessment.to_dictionary()}``.
-    """
-    return {"assessment": assessment.to_dictionary()}
-
-
-def update_assessment_request_body(
-    trace_id: str,
-    assessment_id: str,
+def assessment_update_fields(
+    *,
     name: str | None = None,
     expectation: ExpectationValue | Expectation | None = None,
     feedback: FeedbackValue | Feedback | None = None,
     rationale: str | None = None,
     metadata: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """JSON body of ``PATCH /api/3.0/mlflow/traces/{trace_id}/assessments/{assessment_id}``.
-
-    Mirrors MLflow's ``RestStore.update_assessment``: only the given fields are sent, and
-    ``update_mask`` lists them as a FieldMask JSON string (comma-joined camelCase paths, e.g.
-    ``"assessmentName,feedback"``). To mirror ``mlflow.update_assessment(trace_id, id, a)`` pass
-    ``name=a.name, expectation=a.expectation, feedback=a.feedback, rationale=a.rationale,
-    metadata=a.metadata``.
-
-    Args:
-        trace_id: The trace id.
-        assessment_id: The assessment id.
-        name: New assessment name.
-        expectation: New expectation value (an :class:`Expectation` is accepted too).
-        feedback: New feedback value and error (a :class:`Feedback` is accepted too).
-        rationale: New rationale.
-        metadata: New metadata (an empty dict still lists ``metadata`` in the mask).
+) -> tuple[dict[str, Any], list[str]]:
+    """What an UpdateAssessment changes, as MLflow's ``RestStore.update_assessment`` sees it.
 
     Returns:
-        ``{"assessment": {...}, "update_mask": "..."}`` (no ``update_mask`` when nothing changes).
+        The changed fields as protobuf JSON, in proto field order (an empty ``metadata`` is
+        left out), and the update-mask paths in MLflow's order (an empty ``metadata`` included).
 
     Raises:
         ValueError: Both ``expectation`` and ``feedback`` were given.
+        TypeError: A non-string name or rationale.
     """
     if expectation is not None and feedback is not None:
         raise ValueError("Exactly one of `expectation` or `feedback` should be specified.")
@@ -953,39 +751,17 @@ def update_assessment_request_body(
         expectation = expectation.expectation
     if isinstance(feedback, Feedback):
         feedback = feedback.feedback
-    assessment: dict[str, Any] = {"assessment_id": _require_str(assessment_id, "assessment_id")}
-    paths: list[str] = []
+    fields: dict[str, Any] = {}
     if name is not None:
-        assessment["assessment_name"] = _require_str(name, "name")
-        paths.append("assessment_name")
-    assessment["trace_id"] = _require_str(trace_id, "trace_id")
-    _add_update_values(assessment, paths, expectation, feedback, rationale, metadata)
-    body: dict[str, Any] = {"assessment": assessment}
-    if paths:
-        body["update_mask"] = ",".join(_UPDATE_MASK_JSON_PATHS[path] for path in paths)
-    return body
-
-
-def _add_update_values(
-    assessment: dict[str, Any],
-    paths: list[str],
-    expectation: ExpectationValue | None,
-    feedback: FeedbackValue | None,
-    rationale: str | None,
-    metadata: dict[str, str] | None,
-) -> None:
-    # Mask paths follow MLflow's append order; assessment keys follow proto field numbers.
-    if expectation is not None:
-        paths.append("expectation")
+        fields["assessment_name"] = _require_str(name, "name")
     if feedback is not None:
-        assessment["feedback"] = feedback.to_dictionary()
-        paths.append("feedback")
+        fields["feedback"] = feedback.to_dictionary()
     if expectation is not None:
-        assessment["expectation"] = expectation.to_dictionary()
+        fields["expectation"] = expectation.to_dictionary()
     if rationale is not None:
-        assessment["rationale"] = _require_str(rationale, "rationale")
-        paths.append("rationale")
-    if metadata is not None:
-        if metadata:
-            assessment["metadata"] = _metadata_to_proto(metadata)
-        paths.append("metadata")
+        fields["rationale"] = _require_str(rationale, "rationale")
+    if metadata:
+        fields["metadata"] = _metadata_to_proto(metadata)
+    given = {"assessment_name": name, "expectation": expectation, "feedback": feedback,
+             "rationale": rationale, "metadata": metadata}
+    return fields, [path for path in UPDATE_MASK_ORDER if given[path] is not None]

@@ -1,13 +1,13 @@
-"""Encoding of trace/span ids and timestamps exactly as MLflow renders them."""
+"""Encoding of trace/span ids and timestamps exactly as MLflow renders them (timestamps through
+the one protobuf-JSON mapping, :mod:`flowtel.entities._protojson`)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
-from datetime import datetime, timezone
 
 from flowtel.entities._constants import TRACE_ID_PREFIX
+from flowtel.entities._protojson import format_timestamp, parse_timestamp
 
 
 def trace_id_from_otel(otel_trace_id: int) -> str:
@@ -52,37 +52,13 @@ def is_base64(value: str) -> bool:
     return True
 
 
-_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
-
-
 def format_timestamp_ms(ms: int) -> str:
     """RFC 3339 UTC like protobuf's JSON mapping of a Timestamp at millisecond precision."""
-    seconds, millis = divmod(ms, 1000)
-    global _last_second
-    last = _last_second  # traces come in time order: most share the second of the previous one
-    if last[0] == seconds:
-        text = last[1]
-    else:
-        text = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _last_second = (seconds, text)
-    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
-
-
-_RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$"
-)
+    return format_timestamp(ms)
 
 
 def parse_timestamp_ms(value: str | int | float) -> int:
     """Milliseconds since the epoch from an RFC 3339 string (or a number of ms)."""
     if isinstance(value, (int, float)):
         return int(value)
-    match = _RFC3339.match(value.strip())
-    if not match:
-        raise ValueError(f"Invalid RFC 3339 timestamp: {value!r}")
-    date, clock, fraction, zone = match.groups()
-    zone = "+00:00" if zone == "Z" else zone
-    base = datetime.fromisoformat(f"{date}T{clock}{zone}")
-    seconds = int(base.timestamp())
-    nanos = int((fraction or "0").ljust(9, "0"))
-    return seconds * 1000 + nanos // 1_000_000
+    return parse_timestamp(value.strip())

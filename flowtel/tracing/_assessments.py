@@ -24,7 +24,7 @@ from flowtel.entities import (
 )
 from flowtel.entities._assessment import (
     FeedbackValueType,
-    update_assessment_request_body,
+    assessment_update_fields,
 )
 from flowtel.entities._constants import NO_OP_SPAN_TRACE_ID
 from flowtel.tracing._fluent import _record_of, _settle, _store
@@ -139,11 +139,13 @@ def update_assessment(trace_id: str, assessment_id: str, assessment: Assessment)
     Raises:
         FlowtelException: unknown trace or assessment, or a value of the other kind.
     """
-    body = update_assessment_request_body(
-        trace_id, assessment_id, name=assessment.name, expectation=assessment.expectation,
-        feedback=assessment.feedback, rationale=assessment.rationale, metadata=assessment.metadata,
+    for field_name, value in (("assessment_id", assessment_id), ("trace_id", trace_id)):
+        if not isinstance(value, str):  # as MLflow's protobuf string fields refuse them
+            raise TypeError(f"`{field_name}` must be a string, got {type(value).__name__}: {value!r}")
+    changes, _ = assessment_update_fields(
+        name=assessment.name, expectation=assessment.expectation, feedback=assessment.feedback,
+        rationale=assessment.rationale, metadata=assessment.metadata,
     )
-    changes = {k: v for k, v in body["assessment"].items() if k not in ("assessment_id", "trace_id")}
     _settle(trace_id)
     updated: Assessment = _store().update_assessment(trace_id, assessment_id, changes)
     return updated

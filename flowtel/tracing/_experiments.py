@@ -26,7 +26,7 @@ import time
 from typing import TYPE_CHECKING
 
 from flowtel import _config
-from flowtel._exceptions import FlowtelException, InvalidParameterError
+from flowtel._exceptions import ConfigError, FlowtelException, InvalidParameterError
 from flowtel.delivery._destination import LOCAL_EXPERIMENTS
 from flowtel.delivery._store import ExperimentRegistry
 from flowtel.entities import Experiment
@@ -136,6 +136,8 @@ def _resolve_env_name(name: str, store: object) -> str:
         return unresolved  # the store just failed: do not stall every trace on it
     try:
         return resolve_experiment_name(registry_for(store), name)
+    except ConfigError:
+        raise  # configuration, not an unreachable store: no placeholder
     except FlowtelException as exc:
         _last_failure[name] = time.monotonic()
         _logger.warning(

@@ -33,18 +33,17 @@ the trace that holds them only.
 
 from __future__ import annotations
 
-import calendar
 import functools
 import json
 import math
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Union
 
 from flowtel._exceptions import InvalidParameterError
+from flowtel.entities._protojson import format_timestamp, parse_timestamp
 
 __all__ = [
     "Clause",
@@ -749,12 +748,10 @@ def _resolve_order_key(entry: str, ident: _Identifier) -> tuple[Entity, str]:
 
 # --- shared value helpers (also used by the SQLite store so both evaluate identically) ----------
 
-_TS_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})")
-
-
 def parse_timestamp_ms(value: Any) -> int:
     """Milliseconds since the epoch from a proto-JSON timestamp (``2026-11-22T10:56:14.130Z``)
-    or from a number of milliseconds.
+    or from a number of milliseconds. Filter strings are typed by people, so a space or a
+    lower-case ``t`` between date and time, and a lower-case ``z``, are accepted too.
 
     Raises:
         ValueError: The value is neither.
@@ -765,30 +762,23 @@ def parse_timestamp_ms(value: Any) -> int:
         return int(value)
     if not isinstance(value, str):
         raise ValueError(f"invalid timestamp {value!r}")
-    if re.fullmatch(r"-?\d+", value.strip()):
-        return int(value)
-    m = _TS_RE.fullmatch(value.strip())
-    if m is None:
-        raise ValueError(f"invalid RFC 3339 timestamp {value!r}")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    millis = int((m.group(7) or "0").ljust(9, "0")[:3])
-    return (seconds - _tz_offset_seconds(m.group(8))) * 1000 + millis
-
-
-def _tz_offset_seconds(tz: str) -> int:
-    if tz in ("Z", "z"):
-        return 0
-    sign = -1 if tz[0] == "-" else 1
-    return sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+    text = value.strip()
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if len(text) > 10 and text[10] in "t ":
+        text = f"{text[:10]}T{text[11:]}"
+    if text.endswith("z"):
+        text = text[:-1] + "Z"
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        raise ValueError(f"invalid RFC 3339 timestamp {value!r}") from None
 
 
 def format_timestamp_ms(millis: int) -> str:
     """The proto-JSON rendering of a millisecond timestamp, as MLflow's ``to_dict`` emits it:
     ``...:14Z`` for whole seconds, ``...:14.130Z`` otherwise."""
-    seconds, ms = divmod(int(millis), 1000)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{base}Z" if ms == 0 else f"{base}.{ms:03d}Z"
+    return format_timestamp(millis)
 
 
 def attribute_text(raw: Any) -> str | None:

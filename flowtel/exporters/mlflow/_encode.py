@@ -27,13 +27,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
-    ArrayValue,
     KeyValue,
-    KeyValueList,
 )
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource as PbResource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
@@ -45,6 +42,13 @@ from flowtel.entities import Span
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.entities._ids import otel_trace_id_from_mlflow, trace_id_from_otel
 from flowtel.entities._json import dump_json
+from flowtel.exporters._otlp_proto import (
+    add_attributes,
+    encode_span,
+    is_json_text,
+    set_string,
+    set_value,
+)
 from flowtel.tracing._finalize import remote_parent_of
 
 if TYPE_CHECKING:
@@ -60,8 +64,6 @@ __all__ = [
     "to_any_value",
 ]
 
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
 _STATUS_CODES = {
     OTelStatusCode.UNSET: Status.STATUS_CODE_UNSET,
     OTelStatusCode.OK: Status.STATUS_CODE_OK,
@@ -83,22 +85,16 @@ def encode_traces(traces: Sequence[Trace]) -> bytes:
 
 def build_request(traces: Sequence[Trace]) -> ExportTraceServiceRequest:
     """One ``ResourceSpans`` with every span of ``traces``, in trace order."""
-    resource = PbResource(attributes=_key_values(resource_attributes()))
-    spans = [pb for trace in traces for pb in _trace_spans(trace)]
-    return ExportTraceServiceRequest(
-        resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=spans)])]
-    )
-
-
-def _trace_spans(trace: Trace) -> list[PbSpan]:
-    spans = [span_to_proto(span) for span in trace.data.spans]
-    parent = distributed_parent(trace)
-    if parent is not None:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    add_attributes(resource_spans.resource.attributes, resource_attributes().items())
+    spans = resource_spans.scope_spans.add().spans
+    for trace in traces:
         # The caller's span in another process: the server joins both processes' spans in one tree.
-        for pb in spans:
-            if not pb.parent_span_id:
-                pb.parent_span_id = parent.span_id.to_bytes(8, "big")
-    return spans
+        parent = distributed_parent(trace)
+        for span in trace.data.spans:
+            encode_span(spans.add(), span, write_attributes=_mlflow_attributes, root_parent=parent)
+    return request
 
 
 def distributed_parent(trace: Trace) -> SpanContext | None:
@@ -128,30 +124,17 @@ def resource_attributes() -> dict[str, Any]:
 
 def span_to_proto(span: Span) -> PbSpan:
     """The OTLP span of a finished flowtel span (native typed attribute values)."""
-    otel = span._span
-    context = otel.context
-    parent = otel.parent
-    status = otel.status
-    pb = PbSpan(
-        trace_id=context.trace_id.to_bytes(16, "big"),
-        span_id=context.span_id.to_bytes(8, "big"),
-        name=otel.name,
-        kind=_KIND_TO_PROTO.get(otel.kind, PbSpan.SPAN_KIND_INTERNAL),  # type: ignore[arg-type]
-        start_time_unix_nano=otel.start_time or 0,
-        end_time_unix_nano=otel.end_time or 0,
-        attributes=[_attribute(k, v) for k, v in _raw_attributes(span).items()],
-        events=[
-            PbSpan.Event(
-                name=e.name, time_unix_nano=e.timestamp, attributes=_key_values(e.attributes or {})
-            )
-            for e in otel.events
-        ],
-        links=[_link_to_proto(link) for link in otel.links or ()],
-        status=Status(code=_STATUS_CODES[status.status_code], message=status.description or ""),
-    )
-    if parent is not None:
-        pb.parent_span_id = parent.span_id.to_bytes(8, "big")
+    pb = PbSpan()
+    encode_span(pb, span, write_attributes=_mlflow_attributes)
     return pb
+
+
+def _mlflow_attributes(pb: PbSpan, span: Span) -> tuple[str, SpanKind]:
+    """MLflow's convention: every attribute, natively typed; name and kind as recorded."""
+    attributes = pb.attributes
+    for key, raw in _raw_attributes(span).items():
+        attributes.append(_attribute(key, raw))
+    return span._span.name, span._span.kind
 
 
 def _raw_attributes(span: Span) -> dict[str, Any]:
@@ -159,18 +142,6 @@ def _raw_attributes(span: Span) -> dict[str, Any]:
     derives when a span is read (trace id, default log level) rather than on the hot path."""
     raw = getattr(span, "_raw_attributes", None)
     return raw() if callable(raw) else dict(span._span.attributes or {})
-
-
-def _link_to_proto(link: Link) -> PbSpan.Link:
-    return PbSpan.Link(
-        trace_id=link.context.trace_id.to_bytes(16, "big"),
-        span_id=link.context.span_id.to_bytes(8, "big"),
-        attributes=_key_values(link.attributes or {}),
-    )
-
-
-def _key_values(attributes: Any) -> list[KeyValue]:
-    return [KeyValue(key=str(k), value=to_any_value(v)) for k, v in attributes.items()]
 
 
 def _attribute(key: str, raw: Any) -> KeyValue:
@@ -181,7 +152,8 @@ def _attribute(key: str, raw: Any) -> KeyValue:
         cached = _attribute_cache.get((key, raw))
         if cached is not None:
             return cached
-    kv = KeyValue(key=key, value=attribute_any_value(raw))
+    kv = KeyValue(key=key)
+    set_attribute_value(kv.value, raw)
     if cacheable:
         if len(_attribute_cache) >= _ATTRIBUTE_CACHE_SIZE:
             _attribute_cache.clear()
@@ -196,58 +168,34 @@ _attribute_cache: dict[tuple[str, str], KeyValue] = {}
 
 def attribute_any_value(raw: Any) -> AnyValue:
     """AnyValue of one flowtel span attribute (a JSON string, or a raw OTel value)."""
+    value = AnyValue()
+    set_attribute_value(value, raw)
+    return value
+
+
+def set_attribute_value(target: AnyValue, raw: Any) -> None:
+    """Set ``target`` from a flowtel span attribute (a JSON string, or a raw OTel value): the
+    decoded value, natively typed, except JSON text in a string (see the module docstring)."""
     if not isinstance(raw, str):
-        return to_any_value(raw)
+        set_value(target, raw)
+        return
     try:
         value = json.loads(raw)
     except ValueError:
-        return AnyValue(string_value=_clean(raw))
-    if isinstance(value, str) and _is_json_container_or_string(value):
+        set_string(target, raw)
+        return
+    if isinstance(value, str) and is_json_text(value):
         # Sent JSON-encoded so that the server's one-layer strip restores this exact string.
-        return AnyValue(string_value=_clean(raw))
-    return to_any_value(value)
-
-
-def _is_json_container_or_string(text: str) -> bool:
-    stripped = text.lstrip()
-    if not stripped or stripped[0] not in '"{[':
-        return False
-    try:
-        return isinstance(json.loads(text), (str, dict, list))
-    except ValueError:
-        return False
+        set_string(target, raw)
+        return
+    set_value(target, value)
 
 
 def to_any_value(value: Any) -> AnyValue:
     """Native typed AnyValue (MLflow's ``_set_otel_proto_anyvalue``); None is an empty value."""
-    if value is None:
-        return AnyValue()
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=_clean(value))
-    if isinstance(value, int):
-        if _INT64_MIN <= value <= _INT64_MAX:
-            return AnyValue(int_value=value)
-        return AnyValue(string_value=str(value))
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, (bytes, bytearray)):
-        return AnyValue(bytes_value=bytes(value))
-    if isinstance(value, (list, tuple)):
-        return AnyValue(array_value=ArrayValue(values=[to_any_value(v) for v in value]))
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=_key_values(value)))
-    return AnyValue(string_value=_clean(str(value)))
-
-
-def _clean(text: str) -> str:
-    # Protobuf strings must be valid UTF-8; lone surrogates would make serialization fail.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", errors="replace").decode("utf-8")
-    return text
+    target = AnyValue()
+    set_value(target, value)
+    return target
 
 
 # -- read side -----------------------------------------------------------------------------------

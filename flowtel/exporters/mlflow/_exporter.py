@@ -1,5 +1,5 @@
-"""An MLflow tracking server as a destination: the exporter (write path) and the trace store
-(read path), over MLflow's REST and OTLP endpoints.
+"""An MLflow tracking server as a destination: the exporter (write path), over MLflow's REST
+and OTLP endpoints. The REST client is ``_client.py``, the read side ``_store.py``.
 
 Write path, per batch: the spans of all traces of one experiment go in one ``POST /v1/traces``
 (OTLP protobuf, header ``x-mlflow-experiment-id``), then each trace's info goes through
@@ -30,49 +30,41 @@ import os
 import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry import context as otel_context
-
 from flowtel import _config
 from flowtel._config import ConfigError
 from flowtel._errors import report_internal_error
-from flowtel._exceptions import (
-    FlowtelException,
-    InvalidParameterError,
-    TraceNotFoundError,
-)
+from flowtel._exceptions import FlowtelException
+from flowtel._suppress import suppress_instrumentation
 from flowtel.delivery import Destination
 from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
-from flowtel.delivery._http import (
-    HttpClient,
-    HttpResponse,
-    HttpSettings,
-    TransportError,
-)
-from flowtel.delivery._store import TraceStore
-from flowtel.entities import (
-    Assessment,
-    Experiment,
-    Trace,
-    TraceData,
-    TraceInfo,
-    TraceLocation,
-)
+from flowtel.delivery._http import HttpClient, HttpResponse, HttpSettings, TransportError
+from flowtel.delivery._retry import is_retryable_status
+from flowtel.entities import Trace, TraceLocation
 from flowtel.entities._constants import SpanAttributeKey, TraceTagKey
-from flowtel.exporters.mlflow._encode import (
-    build_request,
-    distributed_parent,
-    span_from_otlp_dict,
+from flowtel.exporters.mlflow._client import (
+    ARTIFACTS,
+    JSON_HEADERS,
+    OTLP_PATH,
+    TRACE_DATA_FILE,
+    V2_TRACES,
+    V3_TRACES,
+    MlflowRestClient,
+    error_details,
+    is_mlflow_error,
+    local_artifact_path,
+    proxied_artifact_path,
+    quote,
+    quote_path,
+    start_trace_body,
 )
-from flowtel.tracing._experiments import (
-    UNRESOLVED_EXPERIMENT_PREFIX,
-    resolve_experiment_name,
-)
+from flowtel.exporters.mlflow._encode import build_request, distributed_parent
+from flowtel.exporters.mlflow._store import MlflowTraceStore
+from flowtel.tracing._experiments import UNRESOLVED_EXPERIMENT_PREFIX, resolve_experiment_name
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -82,8 +74,8 @@ __all__ = [
     "MlflowRestClient",
     "MlflowTraceStore",
     "create_mlflow_destination",
-    "start_trace_body",
-    "trace_info_from_proto_json",
+    "failure_from_response",
+    "failure_from_transport",
 ]
 
 _logger = logging.getLogger("flowtel")
@@ -91,26 +83,8 @@ T = TypeVar("T")
 
 CAPABILITY_RECHECK_SECONDS = 300.0
 MAX_OTLP_BODY_BYTES = 8 * 1024 * 1024
-BATCH_GET_SIZE = 10  # the server's BatchGetTraces limit
-SEARCH_THREADS = 8
-_OTLP_PATH = "/v1/traces"
-_V3 = "/api/3.0/mlflow/traces"
-_V2 = "/api/2.0/mlflow/traces"
-_ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
-_EXPERIMENTS = "/api/2.0/mlflow/experiments"
-_JSON = {"Content-Type": "application/json"}
-_TRACE_DATA_FILE = "traces.json"
-_SPANS_IN_STORE = ("TRACKING_STORE", "ARCHIVE_REPO")
-_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # The MLflow server answers 400 BAD_REQUEST for any unexpected database error, overload included.
 _OVERLOAD = re.compile(r"QueuePool limit|database is locked|deadlock|could not serialize|timed out", re.IGNORECASE)
-_UPDATE_MASK_PATHS = {
-    "assessment_name": "assessmentName",
-    "expectation": "expectation",
-    "feedback": "feedback",
-    "rationale": "rationale",
-    "metadata": "metadata",
-}
 
 
 def create_mlflow_destination(tracking_uri: str) -> Destination:
@@ -126,129 +100,6 @@ def create_mlflow_destination(tracking_uri: str) -> Destination:
         info_first=_config.FLOWTEL_MLFLOW_EXPORT_ORDER.get() == "info_first",
     )
     return Destination(exporter=exporter, store=store)
-
-
-# -- REST layer ----------------------------------------------------------------------------------
-class MlflowRestClient:
-    """MLflow REST calls. ``call`` turns every failure into a :class:`FlowtelException` carrying
-    the server's message; ``send`` returns the raw response (raising only TransportError)."""
-
-    def __init__(self, http: HttpClient) -> None:
-        self.http = http
-        self.url = http.display_url
-
-    def send(self, method: str, path: str, *, body: bytes | None = None,
-             headers: dict[str, str] | None = None, params: dict[str, Any] | None = None) -> HttpResponse:
-        """One raw request. Blocks up to the configured timeout.
-
-        Raises:
-            TransportError: no response (connection refused, timeout, TLS).
-        """
-        return self.http.request(method, path, body=body, headers=headers, params=params)
-
-    def call(self, method: str, path: str, *, json_body: Any = None,
-             params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A JSON request; the decoded JSON answer. Blocks up to the configured timeout.
-
-        Raises:
-            FlowtelException: unreachable server, or an error answer (message from the server).
-        """
-        body = json.dumps(json_body).encode("utf-8") if json_body is not None else None
-        try:
-            response = self.send(method, path, body=body, headers=_JSON, params=params)
-        except TransportError as exc:
-            raise FlowtelException(exc.message, "TEMPORARILY_UNAVAILABLE") from None
-        if not response.ok:
-            raise self.error(response)
-        try:
-            data = response.json()
-        except ValueError:
-            raise FlowtelException(
-                f"The MLflow server at {self.url} answered {method} {path} with a body that is "
-                "not JSON; is the tracking URI pointing at an MLflow server?",
-                "INTERNAL_ERROR", response.status,
-            ) from None
-        return data if isinstance(data, dict) else {}
-
-    def error(self, response: HttpResponse) -> FlowtelException:
-        """The exception for an error response, with the server's own message."""
-        code, message = error_details(response)
-        if response.status == 400 and code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
-            return InvalidParameterError(message)
-        if response.status >= 500:
-            message = f"MLflow server error (HTTP {response.status}) at {self.url}: {message}"
-        elif response.status in (401, 403):
-            message = (f"The MLflow server at {self.url} refused the credentials (HTTP "
-                       f"{response.status}): {message}. Check MLFLOW_TRACKING_TOKEN or "
-                       "MLFLOW_TRACKING_USERNAME/PASSWORD.")
-        return FlowtelException(message, code, response.status)
-
-    def close(self) -> None:
-        self.http.close()
-
-
-def error_details(response: HttpResponse) -> tuple[str, str]:
-    """``(error_code, message)`` of an error response (MLflow JSON, FastAPI JSON, or text)."""
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and ("error_code" in data or "message" in data):
-        return str(data.get("error_code") or _code_for(response.status)), str(data.get("message") or "")
-    if isinstance(data, dict) and "detail" in data:
-        return _code_for(response.status), str(data["detail"])
-    text = response.body[:500].decode("utf-8", errors="replace").strip()
-    return _code_for(response.status), text or f"HTTP {response.status}"
-
-
-def _code_for(status: int) -> str:
-    return {
-        400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-        404: "ENDPOINT_NOT_FOUND", 429: "REQUEST_LIMIT_EXCEEDED", 501: "NOT_IMPLEMENTED",
-    }.get(status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
-
-
-def is_mlflow_error(response: HttpResponse) -> bool:
-    """Whether the body is MLflow's JSON error (not a router's 404 for an unknown path)."""
-    try:
-        data = response.json()
-    except ValueError:
-        return False
-    return isinstance(data, dict) and "error_code" in data
-
-
-# -- trace info (de)serialisation ----------------------------------------------------------------
-def start_trace_body(info: TraceInfo) -> dict[str, Any]:
-    """The StartTraceV3 request body: the TraceInfoV3 proto as JSON (snake_case)."""
-    d = info.to_dict()
-    millis = d.pop("execution_duration_ms", None)
-    if millis is not None:
-        d["execution_duration"] = _duration(int(millis))
-    for assessment in d.get("assessments", ()):
-        assessment["trace_id"] = info.trace_id
-    return {"trace": {"trace_info": d}}
-
-
-def trace_info_from_proto_json(d: dict[str, Any]) -> TraceInfo:
-    """A TraceInfo from the server's TraceInfoV3 JSON (Duration ``"0.448s"``)."""
-    d = dict(d)
-    duration = d.pop("execution_duration", None)
-    if duration is not None and "execution_duration_ms" not in d:
-        d["execution_duration_ms"] = _duration_millis(str(duration))
-    return TraceInfo.from_dict(d)
-
-
-def _duration(millis: int) -> str:
-    seconds, rest = divmod(millis, 1000)
-    return f"{seconds}.{rest:03d}s" if rest else f"{seconds}s"
-
-
-def _duration_millis(text: str) -> int:
-    text = text.strip().removesuffix("s")
-    negative = text.startswith("-")
-    whole, _, fraction = text.lstrip("-").partition(".")
-    millis = int(whole or 0) * 1000 + int((fraction + "000")[:3])
-    return -millis if negative else millis
 
 
 # -- capabilities --------------------------------------------------------------------------------
@@ -271,7 +122,7 @@ def failure_from_response(response: HttpResponse, what: str) -> ExportFailure:
     """An export failure for an HTTP error answer; retryable for 408/425/429/5xx, and for the
     400s an overloaded MLflow server gives when its database is busy."""
     code, message = error_details(response)
-    retryable = response.status in _RETRYABLE_STATUS or response.status >= 500 or (
+    retryable = is_retryable_status(response.status) or response.status >= 500 or (
         response.status == 400 and code == "BAD_REQUEST" and _OVERLOAD.search(message) is not None
     )
     detail = f"{what}: HTTP {response.status} {code}: {message}"
@@ -436,7 +287,7 @@ class MlflowExporter(TraceExporter):
             return
         try:
             response = self.client.send(
-                "POST", _OTLP_PATH, body=body,
+                "POST", OTLP_PATH, body=body,
                 headers={"Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": experiment_id},
             )
         except TransportError as exc:
@@ -485,7 +336,7 @@ class MlflowExporter(TraceExporter):
     def _start_trace_v3(self, trace: Trace) -> _InfoResult | ExportFailure | None:
         """The server's answer; None when the server has no StartTraceV3 (<= 3.2)."""
         body = json.dumps(start_trace_body(trace.info), ensure_ascii=False).encode("utf-8")
-        response = self.client.send("POST", _V3, body=body, headers=_JSON)
+        response = self.client.send("POST", V3_TRACES, body=body, headers=JSON_HEADERS)
         if response.ok:
             tags = _response_tags(response)
             return _InfoResult(tags.get(TraceTagKey.ARTIFACT_LOCATION), trace.info.trace_id)
@@ -503,7 +354,7 @@ class MlflowExporter(TraceExporter):
             "request_metadata": _key_value_list(info.trace_metadata),
             "tags": _key_value_list(info.tags),
         }
-        response = self.client.send("POST", _V2, body=json.dumps(start).encode(), headers=_JSON)
+        response = self.client.send("POST", V2_TRACES, body=json.dumps(start).encode(), headers=JSON_HEADERS)
         if not response.ok:
             return failure_from_response(response, "StartTrace (v2)")
         started = response.json().get("trace_info") or {}
@@ -515,8 +366,8 @@ class MlflowExporter(TraceExporter):
             "request_metadata": _key_value_list(info.trace_metadata),
             "tags": _key_value_list(info.tags),
         }
-        path = f"{_V2}/{urllib.parse.quote(request_id, safe='')}"
-        response = self.client.send("PATCH", path, body=json.dumps(end).encode(), headers=_JSON)
+        path = f"{V2_TRACES}/{quote(request_id)}"
+        response = self.client.send("PATCH", path, body=json.dumps(end).encode(), headers=JSON_HEADERS)
         if not response.ok:
             return failure_from_response(response, "EndTrace (v2)")
         tags = {t["key"]: t["value"] for t in started.get("tags") or [] if "key" in t}
@@ -543,7 +394,7 @@ class MlflowExporter(TraceExporter):
             )
         data = json.dumps(_trace_data_dict(trace, info.request_id), ensure_ascii=False).encode("utf-8")
         try:
-            write_artifact(self.client, info.artifact_location, _TRACE_DATA_FILE, data)
+            write_artifact(self.client, info.artifact_location, TRACE_DATA_FILE, data)
         except TransportError as exc:
             return failure_from_transport(exc, "uploading traces.json")
         except _ArtifactError as exc:
@@ -564,7 +415,7 @@ class MlflowExporter(TraceExporter):
             if self._pool is None or self._pool_pid != os.getpid():
                 self._pool = ThreadPoolExecutor(
                     self._connections, thread_name_prefix="flowtel-mlflow-export",
-                    initializer=_suppress_instrumentation,
+                    initializer=suppress_instrumentation,  # its HTTP calls are never traced
                 )
                 self._pool_pid = os.getpid()
             return self._pool
@@ -615,11 +466,6 @@ def _trace_data_dict(trace: Trace, request_id: str) -> dict[str, Any]:
     return data
 
 
-def _suppress_instrumentation() -> None:
-    # The exporter's own HTTP calls must never be traced by the user's instrumentation.
-    otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
-
-
 # -- artifacts (traces.json) ---------------------------------------------------------------------
 class _ArtifactError(Exception):
     def __init__(self, failure: ExportFailure) -> None:
@@ -635,16 +481,16 @@ def write_artifact(client: MlflowRestClient, location: str, name: str, data: byt
         TransportError: the server did not answer.
         _ArtifactError: the upload was refused, or the location is not writable from here.
     """
-    proxied = _proxied_artifact_path(location)
+    proxied = proxied_artifact_path(location)
     if proxied is not None:
         response = client.send(
-            "PUT", f"{_ARTIFACTS}/{_quote_path(proxied)}/{name}", body=data,
+            "PUT", f"{ARTIFACTS}/{quote_path(proxied)}/{name}", body=data,
             headers={"Content-Type": "application/json"},
         )
         if not response.ok:
             raise _ArtifactError(failure_from_response(response, f"uploading {name}"))
         return
-    local = _local_artifact_path(location)
+    local = local_artifact_path(location)
     if local is None:
         raise _ArtifactError(ExportFailure(
             "artifact_location_unsupported", False, None,
@@ -657,276 +503,3 @@ def write_artifact(client: MlflowRestClient, location: str, name: str, data: byt
             f.write(data)
     except OSError as exc:
         raise _ArtifactError(ExportFailure("artifact_write_error", True, None, str(exc))) from None
-
-
-def read_artifact(client: MlflowRestClient, location: str, name: str) -> bytes | None:
-    """Bytes of ``<location>/<name>``, or None when it does not exist.
-
-    Raises:
-        FlowtelException: unreachable server, refused download, or unsupported location.
-    """
-    proxied = _proxied_artifact_path(location)
-    if proxied is not None:
-        try:
-            response = client.send("GET", f"{_ARTIFACTS}/{_quote_path(proxied)}/{name}")
-        except TransportError as exc:
-            raise FlowtelException(exc.message, "TEMPORARILY_UNAVAILABLE") from None
-        if response.status == 404:
-            return None
-        if not response.ok:
-            raise client.error(response)
-        return response.body
-    local = _local_artifact_path(location)
-    if local is None:
-        raise FlowtelException(f"Cannot read trace data stored at {location!r}.", "NOT_IMPLEMENTED")
-    try:
-        with open(os.path.join(local, name), "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-def _proxied_artifact_path(location: str) -> str | None:
-    parts = urllib.parse.urlsplit(location)
-    if parts.scheme != "mlflow-artifacts":
-        return None
-    return parts.path.strip("/")
-
-
-def _local_artifact_path(location: str) -> str | None:
-    parts = urllib.parse.urlsplit(location)
-    if parts.scheme == "file":
-        return urllib.parse.unquote(parts.path)
-    if parts.scheme == "" and location.startswith("/"):
-        return location
-    return None
-
-
-def _quote_path(path: str) -> str:
-    return urllib.parse.quote(path, safe="/")
-
-
-# -- trace store ---------------------------------------------------------------------------------
-class MlflowTraceStore(TraceStore):
-    """Reads and modifies traces and experiments on an MLflow tracking server.
-
-    Every method blocks on HTTP requests (each bounded by ``MLFLOW_HTTP_REQUEST_TIMEOUT``) and
-    raises :class:`FlowtelException` (or a subclass) carrying the server's message. Thread-safe.
-    """
-
-    def __init__(self, client: MlflowRestClient) -> None:
-        self.client = client
-        self.registry_key = f"mlflow:{client.url}"
-
-    # -- traces -----------------------------------------------------------------------------
-    def get_trace(self, trace_id: str) -> Trace | None:
-        info = self.get_trace_info(trace_id)
-        if info is None:
-            return None
-        spans = self._load_spans(info)
-        if spans is None:
-            raise FlowtelException(
-                f"Trace with ID {trace_id} cannot be loaded because it is missing span data.",
-                "BAD_REQUEST", 400,
-            )
-        return Trace(info=info, data=TraceData(spans=spans))
-
-    def get_trace_info(self, trace_id: str) -> TraceInfo | None:
-        try:
-            data = self.client.call("GET", f"{_V3}/{_quote(trace_id)}")
-        except FlowtelException as exc:
-            if exc.http_status == 404 and exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
-        return trace_info_from_proto_json((data.get("trace") or {}).get("trace_info") or {})
-
-    def search_traces(self, *, experiment_ids: list[str] | None, filter_string: str | None,
-                      order_by: list[str] | None, max_results: int, page_token: str | None,
-                      include_spans: bool) -> tuple[list[Trace], str | None]:
-        experiments = [self._real_experiment_id(e) for e in experiment_ids or ["0"]]
-        body: dict[str, Any] = {
-            "locations": [TraceLocation.from_experiment_id(e).to_dict() for e in experiments],
-            "max_results": max_results,
-        }
-        if filter_string:
-            body["filter"] = filter_string
-        if order_by:
-            body["order_by"] = list(order_by)
-        if page_token:
-            body["page_token"] = page_token
-        data = self.client.call("POST", f"{_V3}/search", json_body=body)
-        infos = [trace_info_from_proto_json(d) for d in data.get("traces") or []]
-        token = data.get("next_page_token") or None
-        if not include_spans:
-            return [Trace(info=i, data=TraceData(spans=[])) for i in infos], token
-        return self._with_spans(infos), token
-
-    def _real_experiment_id(self, experiment_id: str) -> str:
-        """An experiment id; a placeholder for MLFLOW_EXPERIMENT_NAME is resolved (or raises)."""
-        if experiment_id.startswith(UNRESOLVED_EXPERIMENT_PREFIX):
-            return resolve_experiment_name(self, experiment_id[len(UNRESOLVED_EXPERIMENT_PREFIX):])
-        return experiment_id
-
-    def _with_spans(self, infos: list[TraceInfo]) -> list[Trace]:
-        """Spans for each info (BatchGetTraces for DB-stored spans, traces.json otherwise);
-        traces whose span data is missing are left out, as MLflow does."""
-        in_store = [i.trace_id for i in infos if i.tags.get(TraceTagKey.SPANS_LOCATION) in _SPANS_IN_STORE]
-        elsewhere = [i for i in infos if i.tags.get(TraceTagKey.SPANS_LOCATION) not in _SPANS_IN_STORE]
-        chunks = [in_store[i:i + BATCH_GET_SIZE] for i in range(0, len(in_store), BATCH_GET_SIZE)]
-        spans: dict[str, list[Any]] = {}
-        with ThreadPoolExecutor(min(SEARCH_THREADS, max(1, len(chunks) + len(elsewhere)))) as pool:
-            for batch in pool.map(self._batch_get_spans, chunks):
-                spans.update(batch)
-            for info, loaded in zip(elsewhere, pool.map(self._artifact_spans, elsewhere)):
-                if loaded is not None:
-                    spans[info.trace_id] = loaded
-        missing = [i.trace_id for i in infos if i.trace_id not in spans]
-        if missing:
-            _logger.warning("Span data of %d trace(s) could not be loaded and they are left out: %s",
-                            len(missing), ", ".join(missing[:10]))
-        return [Trace(info=i, data=TraceData(spans=spans[i.trace_id])) for i in infos if i.trace_id in spans]
-
-    def _batch_get_spans(self, trace_ids: list[str]) -> dict[str, list[Any]]:
-        data = self.client.call("GET", f"{_V3}/batchGet", params={"trace_ids": trace_ids})
-        result: dict[str, list[Any]] = {}
-        for entry in data.get("traces") or []:
-            trace_id = ((entry.get("trace_info") or {}).get("trace_id"))
-            if trace_id:
-                result[trace_id] = _spans_from_otlp(entry.get("spans") or [])
-        return result
-
-    def _load_spans(self, info: TraceInfo) -> list[Any] | None:
-        if info.tags.get(TraceTagKey.SPANS_LOCATION) in _SPANS_IN_STORE:
-            data = self.client.call(
-                "GET", f"{_V3}/get", params={"trace_id": info.trace_id, "allow_partial": "false"}
-            )
-            return _spans_from_otlp((data.get("trace") or {}).get("spans") or [])
-        return self._artifact_spans(info)
-
-    def _artifact_spans(self, info: TraceInfo) -> list[Any] | None:
-        location = info.tags.get(TraceTagKey.ARTIFACT_LOCATION)
-        if not location:
-            return None
-        raw = read_artifact(self.client, location, _TRACE_DATA_FILE)
-        if raw is None:
-            return None
-        try:
-            return TraceData.from_dict(json.loads(raw)).spans
-        except (ValueError, TypeError) as exc:
-            _logger.warning("Span data of trace %s is corrupted: %s", info.trace_id, exc)
-            return None
-
-    def set_trace_tag(self, trace_id: str, key: str, value: str) -> None:
-        try:
-            self.client.call("PATCH", f"{_V2}/{_quote(trace_id)}/tags", json_body={"key": key, "value": value})
-        except InvalidParameterError:
-            self._raise_if_unknown(trace_id)  # the server reports a missing trace as a DB error
-            raise
-
-    def delete_trace_tag(self, trace_id: str, key: str) -> None:
-        self._raise_if_unknown(trace_id)
-        self.client.call("DELETE", f"{_V2}/{_quote(trace_id)}/tags", json_body={"key": key})
-
-    def _raise_if_unknown(self, trace_id: str) -> None:
-        if self.get_trace_info(trace_id) is None:
-            raise TraceNotFoundError(trace_id)
-
-    def delete_traces(self, experiment_id: str, trace_ids: list[str] | None = None,
-                      max_timestamp_millis: int | None = None) -> int:
-        body: dict[str, Any] = {"experiment_id": experiment_id}
-        if trace_ids is not None:
-            body["request_ids"] = trace_ids
-        if max_timestamp_millis is not None:
-            body["max_timestamp_millis"] = max_timestamp_millis
-        return int(self.client.call("POST", f"{_V2}/delete-traces", json_body=body).get("traces_deleted") or 0)
-
-    # -- assessments ------------------------------------------------------------------------
-    def create_assessment(self, assessment: Assessment) -> Assessment:
-        trace_id = assessment.trace_id or ""
-        data = self._assessment_call(
-            trace_id, "POST", f"{_V3}/{_quote(trace_id)}/assessments",
-            {"assessment": assessment.to_dictionary()},
-        )
-        return Assessment.from_dictionary(data["assessment"])
-
-    def get_assessment(self, trace_id: str, assessment_id: str) -> Assessment:
-        data = self._assessment_call(trace_id, "GET", _assessment_path(trace_id, assessment_id), None)
-        return Assessment.from_dictionary(data["assessment"])
-
-    def update_assessment(self, trace_id: str, assessment_id: str, changes: dict[str, Any]) -> Assessment:
-        body = {
-            "assessment": {"assessment_id": assessment_id, "trace_id": trace_id, **changes},
-            "update_mask": ",".join(_UPDATE_MASK_PATHS[k] for k in changes if k in _UPDATE_MASK_PATHS),
-        }
-        data = self._assessment_call(trace_id, "PATCH", _assessment_path(trace_id, assessment_id), body)
-        return Assessment.from_dictionary(data["assessment"])
-
-    def delete_assessment(self, trace_id: str, assessment_id: str) -> None:
-        self._raise_if_unknown(trace_id)
-        body = {"trace_id": trace_id, "assessment_id": assessment_id}
-        self._assessment_call(trace_id, "DELETE", _assessment_path(trace_id, assessment_id), body)
-
-    def _assessment_call(self, trace_id: str, method: str, path: str, body: Any) -> dict[str, Any]:
-        try:
-            return self.client.call(method, path, json_body=body)
-        except FlowtelException as exc:
-            if exc.http_status == 404 and exc.message.startswith("Trace with ID"):
-                raise TraceNotFoundError(trace_id, exc.message) from None
-            raise
-
-    # -- experiments (the registry behind set_experiment) -----------------------------------
-    def get_experiment(self, experiment_id: str) -> Experiment | None:
-        return self._experiment_or_none("get", {"experiment_id": experiment_id})
-
-    def get_experiment_by_name(self, name: str) -> Experiment | None:
-        return self._experiment_or_none("get-by-name", {"experiment_name": name})
-
-    def create_experiment(self, name: str) -> str:
-        """Create the experiment; on a concurrent creation, the id of the existing one."""
-        try:
-            return str(self.client.call("POST", f"{_EXPERIMENTS}/create", json_body={"name": name})["experiment_id"])
-        except FlowtelException as exc:
-            existing = self.get_experiment_by_name(name) if exc.error_code == "RESOURCE_ALREADY_EXISTS" else None
-            if existing is None:
-                raise
-            return existing.experiment_id
-
-    def _experiment_or_none(self, endpoint: str, params: dict[str, str]) -> Experiment | None:
-        try:
-            data = self.client.call("GET", f"{_EXPERIMENTS}/{endpoint}", params=params)
-        except FlowtelException as exc:
-            if exc.http_status == 404 and exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
-        return _experiment_from_json(data.get("experiment") or {})
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _experiment_from_json(d: dict[str, Any]) -> Experiment:
-    tags = d.get("tags") or []
-    return Experiment(
-        experiment_id=str(d.get("experiment_id", "")),
-        name=str(d.get("name", "")),
-        artifact_location=d.get("artifact_location"),
-        lifecycle_stage=str(d.get("lifecycle_stage") or "active"),
-        tags={t["key"]: t.get("value", "") for t in tags if isinstance(t, dict) and "key" in t},
-        creation_time=d.get("creation_time"),
-        last_update_time=d.get("last_update_time"),
-    )
-
-
-def _spans_from_otlp(spans: list[dict[str, Any]]) -> list[Any]:
-    try:
-        return [span_from_otlp_dict(s) for s in spans]
-    except ValueError as exc:
-        raise FlowtelException(str(exc), "INTERNAL_ERROR") from None
-
-
-def _assessment_path(trace_id: str, assessment_id: str) -> str:
-    return f"{_V3}/{_quote(trace_id)}/assessments/{_quote(assessment_id)}"
-
-
-def _quote(part: str) -> str:
-    return urllib.parse.quote(str(part), safe="")

@@ -16,12 +16,11 @@ flowtel's own traces do not need it: they go to MLflow through flowtel's destina
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan
@@ -29,25 +28,25 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from flowtel import _config
 from flowtel._config import ConfigError
+from flowtel._exceptions import FlowtelException
+from flowtel._suppress import suppress_instrumentation
 from flowtel.delivery._http import (
     HttpClient,
     HttpResponse,
     HttpSettings,
     TransportError,
 )
+from flowtel.delivery._retry import Attempt, RetryPolicy, is_retryable_status, retry_until
+from flowtel.exporters.mlflow._client import OTLP_PATH, MlflowRestClient
+from flowtel.exporters.mlflow._store import MlflowTraceStore
+from flowtel.tracing._experiments import get_or_create
 
 __all__ = ["MlflowSpanExporter"]
 
 _logger = logging.getLogger("flowtel")
-_OTLP_PATH = "/v1/traces"
-_EXPERIMENTS = "/api/2.0/mlflow/experiments"
-_RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 _DEFAULT_TIMEOUT_S = 10.0
-_FIRST_BACKOFF_S = 0.5
-_SUPPRESS_KEYS: tuple[Any, ...] = tuple(
-    key for key in (getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None), "suppress_instrumentation")
-    if key is not None
-)
+# As the OTel SDK's exporters: doubling from 0.5 s, bounded only by the export timeout.
+_RETRY = RetryPolicy(initial_backoff=0.5, max_backoff=float("inf"), max_retry_after=float("inf"))
 
 
 class MlflowSpanExporter(SpanExporter):
@@ -90,7 +89,10 @@ class MlflowSpanExporter(SpanExporter):
             )
         if timeout <= 0:
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}.")
-        self._http = HttpClient(HttpSettings.from_env(uri))
+        settings = HttpSettings.from_env(uri)
+        # No request may outlast an export (experiment lookups included).
+        self._http = HttpClient(dataclasses.replace(settings, timeout=min(settings.timeout, float(timeout))))
+        self._store = MlflowTraceStore(MlflowRestClient(self._http))
         self._timeout = float(timeout)
         self._headers = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
         self._experiment_id = experiment_id or _config.MLFLOW_EXPERIMENT_ID.get() or None
@@ -108,7 +110,7 @@ class MlflowSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         if not spans:
             return SpanExportResult.SUCCESS
-        token = _suppress_instrumentation()  # our own HTTP calls must not become spans
+        token = suppress_instrumentation()  # our own HTTP calls must not become spans
         try:
             return self._export(spans)
         except Exception as exc:  # noqa: BLE001 - an exporter must report failure, never raise
@@ -129,7 +131,7 @@ class MlflowSpanExporter(SpanExporter):
         from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
         deadline = time.monotonic() + self._timeout
-        experiment_id = self._resolve_experiment(deadline)
+        experiment_id = self._resolve_experiment()
         if experiment_id is None:
             return SpanExportResult.FAILURE
         body = encode_spans(spans).SerializeToString()
@@ -142,53 +144,34 @@ class MlflowSpanExporter(SpanExporter):
 
     def _post_with_retries(self, body: bytes, headers: dict[str, str], deadline: float) -> str | None:
         """None when the server took the spans, else why not."""
-        backoff = _FIRST_BACKOFF_S
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                response = self._http.request("POST", _OTLP_PATH, body=body, headers=headers, timeout=max(remaining, 0.1))
-            except TransportError as exc:
-                problem, retryable, wait = exc.message, exc.kind != "tls", None
-            else:
-                if response.ok:
-                    return None
-                problem, retryable, wait = _describe(response), response.status in _RETRYABLE, response.retry_after
-            if not retryable:
-                return problem
-            wait = wait if wait is not None else random.uniform(backoff / 2, backoff)
-            if time.monotonic() + wait > deadline or self._stopped.wait(wait):
-                return f"{problem} (gave up after {self._timeout:g} s)"
-            backoff *= 2
 
-    def _resolve_experiment(self, deadline: float) -> str | None:
+        def post(remaining: float) -> Attempt:
+            try:
+                response = self._http.request("POST", OTLP_PATH, body=body, headers=headers, timeout=remaining)
+            except TransportError as exc:
+                return Attempt(exc.message, exc.kind != "tls")
+            if response.ok:
+                return Attempt(None)
+            return Attempt(_describe(response), is_retryable_status(response.status), response.retry_after)
+
+        return retry_until(post, deadline=deadline, policy=_RETRY, stop=self._stopped, gave_up_after=self._timeout)
+
+    def _resolve_experiment(self) -> str | None:
         with self._lock:
             if self._experiment_id is None and self._experiment_name is None:
                 self._experiment_id = "0"
             if self._experiment_id is None:
-                self._experiment_id = self._experiment_by_name(self._experiment_name or "", deadline)
+                self._experiment_id = self._experiment_by_name(self._experiment_name or "")
             return self._experiment_id
 
-    def _experiment_by_name(self, name: str, deadline: float) -> str | None:
-        timeout = max(deadline - time.monotonic(), 0.1)
-        for _ in range(2):  # a concurrent creator may win the race: then look it up again
-            try:
-                found = self._http.request("GET", f"{_EXPERIMENTS}/get-by-name", params={"experiment_name": name}, timeout=timeout)
-                if found.ok:
-                    return str(found.json()["experiment"]["experiment_id"])
-                if found.status != 404:
-                    _logger.warning("MlflowSpanExporter: cannot look up experiment %r: %s", name, _describe(found))
-                    return None
-                created = self._http.request(
-                    "POST", f"{_EXPERIMENTS}/create", body=_json_bytes({"name": name}),
-                    headers={"Content-Type": "application/json"}, timeout=timeout,
-                )
-                if created.ok:
-                    return str(created.json()["experiment_id"])
-            except TransportError as exc:
-                _logger.warning("MlflowSpanExporter: cannot look up experiment %r: %s", name, exc.message)
-                return None
-        _logger.warning("MlflowSpanExporter: cannot create experiment %r: %s", name, _describe(created))
-        return None
+    def _experiment_by_name(self, name: str) -> str | None:
+        """The experiment's id (created when missing): the store's one lookup, as for
+        ``MLFLOW_EXPERIMENT_NAME`` on flowtel's own traces. None (logged) when it fails."""
+        try:
+            return get_or_create(self._store, name).experiment_id
+        except FlowtelException as exc:
+            _logger.warning("MlflowSpanExporter: cannot look up or create experiment %r: %s", name, exc.message)
+            return None
 
 
 def _describe(response: HttpResponse) -> str:
@@ -196,15 +179,4 @@ def _describe(response: HttpResponse) -> str:
     return f"HTTP {response.status}" + (f": {text}" if text else "")
 
 
-def _json_bytes(value: Any) -> bytes:
-    import json
-
-    return json.dumps(value).encode("utf-8")
-
-
-def _suppress_instrumentation() -> Any:
-    ctx = otel_context.get_current()
-    for key in _SUPPRESS_KEYS:
-        ctx = otel_context.set_value(key, True, ctx)
-    return otel_context.attach(ctx)
 

@@ -6,7 +6,7 @@ the spec's endpoint rules, overridden by constructor arguments (:func:`resolve_o
 
 Encoding: :mod:`flowtel.exporters.otlp._encode` builds the ``ExportTraceServiceRequest`` straight
 from flowtel's spans. Transport: the official OTLP ``TraceService`` gRPC stub of
-``opentelemetry-proto``, or a protobuf ``POST`` over a keep-alive ``requests`` session -- what
+``opentelemetry-proto``, or a protobuf ``POST`` on flowtel's one HTTP client (``requests``) -- what
 the OTel SDK's ``OTLPSpanExporter`` classes do. Those classes are not used as such because they
 only take ``ReadableSpan`` objects and encode them with the SDK's generic encoder, which costs
 about 2.5 times as much as encoding the same spans directly (see ``benchmarks/bench_otlp.py``),
@@ -27,7 +27,6 @@ import gzip
 import hashlib
 import logging
 import os
-import sys
 import threading
 import urllib.parse
 import zlib
@@ -43,6 +42,8 @@ from flowtel._errors import report_internal_error
 from flowtel._version import __version__
 from flowtel.delivery import Destination
 from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
+from flowtel.delivery._http import HttpClient, HttpSettings, TransportError
+from flowtel.delivery._retry import is_retryable_status, parse_retry_after
 from flowtel.exporters.otlp._encode import CONVENTIONS, Conventions, SpanEncoder
 
 if TYPE_CHECKING:
@@ -66,7 +67,6 @@ _DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 _DEFAULT_TIMEOUT_S = 10.0
 _SUSPICIOUS_TIMEOUT_MS = 100.0
 # Same set as the MLflow exporter: worth another try later.
-_RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 _RETRYABLE_GRPC_NAMES = frozenset({
     "CANCELLED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "OUT_OF_RANGE",
     "UNAVAILABLE", "DATA_LOSS",
@@ -447,22 +447,15 @@ def _build_transport(settings: OtlpSettings) -> _Transport:
 
 
 class _HttpTransport(_Transport):
-    """OTLP/HTTP with protobuf bodies, over a keep-alive ``requests`` session (as the SDK's)."""
+    """OTLP/HTTP with protobuf bodies, on flowtel's one HTTP client (keep-alive, ``requests``)."""
 
     def __init__(self, settings: OtlpSettings) -> None:
-        import requests
-
-        self._requests = requests
-        self._url = settings.endpoint
-        self._timeout = settings.timeout
         self._compression = settings.compression
-        self._session = requests.Session()
-        self._session.verify = settings.certificate_file or True
-        if settings.client_certificate_file:
-            self._session.cert = (
-                (settings.client_certificate_file, settings.client_key_file)
-                if settings.client_key_file else settings.client_certificate_file
-            )
+        self._http = HttpClient(HttpSettings(
+            settings.endpoint, server_cert_path=settings.certificate_file,
+            client_cert_path=settings.client_certificate_file, client_key_path=settings.client_key_file,
+            timeout=settings.timeout,
+        ))
         self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": _USER_AGENT}
         if settings.compression != "none":
             self._headers["Content-Encoding"] = settings.compression
@@ -471,18 +464,16 @@ class _HttpTransport(_Transport):
     def send(self, request: ExportTraceServiceRequest) -> ExportFailure | None:
         body = _compress(request.SerializeToString(), self._compression)
         try:
-            response = self._session.post(
-                self._url, data=body, headers=self._headers, timeout=self._timeout, allow_redirects=False
-            )
-        except self._requests.RequestException as exc:
-            return _failure_from_requests(exc)
-        if 200 <= response.status_code < 300:
-            _check_partial_success(response.content)
+            response = self._http.request("POST", "", body=body, headers=self._headers)
+        except TransportError as exc:
+            return ExportFailure(exc.kind, exc.kind in ("connection", "timeout"), message=exc.message[:300])
+        if response.ok:
+            _check_partial_success(response.body)
             return None
-        return _failure_from_http(response.status_code, response.headers, response.content)
+        return _failure_from_http(response.status, response.headers, response.body)
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
 
 class _GrpcTransport(_Transport):
@@ -559,24 +550,10 @@ def _log_partial_success(response: Any) -> None:
         )
 
 
-def _failure_from_requests(exc: Exception) -> ExportFailure:
-    requests = sys.modules["requests"]
-    detail = f"{type(exc).__name__}: {exc}"[:300]
-    if isinstance(exc, requests.Timeout):
-        return ExportFailure("timeout", True, message=detail)
-    if isinstance(exc, requests.exceptions.SSLError):
-        return ExportFailure("tls", False, message=detail)
-    if isinstance(exc, requests.ConnectionError):
-        return ExportFailure("connection", True, message=detail)
-    return ExportFailure("request_error", False, message=detail)
-
-
 def _failure_from_http(status: int, headers: Mapping[str, str], body: bytes) -> ExportFailure:
-    from flowtel.delivery._http import parse_retry_after
-
     return ExportFailure(
         f"http_{status}",
-        status in _RETRYABLE_HTTP,
+        is_retryable_status(status),
         retry_after=parse_retry_after(headers.get("retry-after")),
         message=_status_message(body) or f"HTTP {status}",
     )
