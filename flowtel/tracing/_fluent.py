@@ -842,6 +842,8 @@ def get_trace(trace_id: str, silent: bool = False, flush: bool = False) -> Trace
         flush_trace_async_logging()
     try:
         result = _store().get_trace(trace_id)
+    except ConfigError:
+        raise  # invalid configuration is never silenced, even with silent=True
     except FlowtelException:
         if not silent:
             raise
