@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from flowtel import _exceptions
+from flowtel.exporters.local import _connections as _local_connections
 from flowtel.exporters.local import _store as _local_store
 from flowtel.exporters.local._filter import (
     InvalidFilterError,
@@ -503,14 +504,14 @@ def test_malformed_traces_are_reported_and_the_rest_stored(store: SqliteTraceSto
 
 def test_a_batch_is_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     statements: list[str] = []
-    real_connect = SqliteTraceStore._connect
+    real_connect = _local_connections.ConnectionPool._connect
 
-    def traced_connect(self: SqliteTraceStore) -> sqlite3.Connection:
+    def traced_connect(self: _local_connections.ConnectionPool) -> sqlite3.Connection:
         conn = real_connect(self)
         conn.set_trace_callback(statements.append)
         return conn
 
-    monkeypatch.setattr(SqliteTraceStore, "_connect", traced_connect)
+    monkeypatch.setattr(_local_connections.ConnectionPool, "_connect", traced_connect)
     s = SqliteTraceStore(tmp_path / "t.db")
     batch = [make_trace(i, n_spans=10) for i in range(100)]
     statements.clear()
@@ -1160,8 +1161,8 @@ def test_closed_store_refuses_calls(tmp_path: Path) -> None:
 
 
 def test_lock_held_too_long_is_a_bounded_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_local_store, "_BUSY_TIMEOUT_S", 0.05)
-    monkeypatch.setattr(_local_store, "_BUSY_RETRIES", 2)
+    monkeypatch.setattr(_local_connections, "_BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(_local_connections, "_BUSY_RETRIES", 2)
     s = SqliteTraceStore(tmp_path / "t.db")
     blocker = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock for the whole call

@@ -27,7 +27,7 @@ from flowtel.entities._assessment import (
     assessment_update_fields,
 )
 from flowtel.entities._constants import NO_OP_SPAN_TRACE_ID
-from flowtel.tracing._fluent import _record_of, _settle, _store
+from flowtel.tracing._engine import record_of, settle, trace_store
 
 __all__ = [
     "delete_assessment",
@@ -67,12 +67,12 @@ def log_assessment(trace_id: str, assessment: Assessment) -> Assessment:
     if not trace_id or trace_id == NO_OP_SPAN_TRACE_ID:
         _logger.debug("Skipping assessment logging for a trace that is not recorded.")
         return assessment
-    record = _record_of(trace_id)
+    record = record_of(trace_id)
     if record is not None:
         record.assessments.append(assessment)
         return assessment
-    _settle(trace_id)
-    created: Assessment = _store().create_assessment(assessment)
+    settle(trace_id)
+    created: Assessment = trace_store().create_assessment(assessment)
     return created
 
 
@@ -123,8 +123,8 @@ def get_assessment(trace_id: str, assessment_id: str) -> Assessment:
     Raises:
         FlowtelException: unknown trace or assessment (``RESOURCE_DOES_NOT_EXIST``).
     """
-    _settle(trace_id)
-    found: Assessment = _store().get_assessment(trace_id, assessment_id)
+    settle(trace_id)
+    found: Assessment = trace_store().get_assessment(trace_id, assessment_id)
     return found
 
 
@@ -146,8 +146,8 @@ def update_assessment(trace_id: str, assessment_id: str, assessment: Assessment)
         name=assessment.name, expectation=assessment.expectation, feedback=assessment.feedback,
         rationale=assessment.rationale, metadata=assessment.metadata,
     )
-    _settle(trace_id)
-    updated: Assessment = _store().update_assessment(trace_id, assessment_id, changes)
+    settle(trace_id)
+    updated: Assessment = trace_store().update_assessment(trace_id, assessment_id, changes)
     return updated
 
 
@@ -158,8 +158,8 @@ def delete_assessment(trace_id: str, assessment_id: str) -> None:
     Raises:
         FlowtelException: unknown trace, or the store failed.
     """
-    _settle(trace_id)
-    _store().delete_assessment(trace_id, assessment_id)
+    settle(trace_id)
+    trace_store().delete_assessment(trace_id, assessment_id)
 
 
 def override_feedback(

@@ -1,5 +1,10 @@
 """The user-facing tracing API: ``@trace``, ``start_span``, trace lookups and updates.
 
+Spans are started, made current and ended by the span engine (:mod:`flowtel.tracing._engine`),
+whose functions are bound here under their old private names (``_start_span``, ``_attach``,
+``_end_ok``, ``_record_of``, ``_store``, ...): module globals, so the decorator's hot path has no
+extra call layer, and integrations that still use ``_fluent._<name>`` keep working.
+
 Everything that runs inside user code is guarded: a failure in tracing is reported through
 :func:`report_internal_error` and the user's function runs on, untouched. The user's own
 exceptions propagate unchanged (same object, same traceback).
@@ -17,13 +22,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Link
 
-from flowtel._config import ConfigError
 from flowtel._errors import report_internal_error
-from flowtel._exceptions import FlowtelException, InvalidParameterError
+from flowtel._exceptions import ConfigError, FlowtelException, InvalidParameterError
 from flowtel.entities import (
     LiveSpan,
     NoOpSpan,
-    Span,
     SpanEvent,
     SpanStatus,
     SpanStatusCode,
@@ -34,8 +37,21 @@ from flowtel.entities import (
 )
 from flowtel.entities import _span as _span_module
 from flowtel.entities._constants import SpanAttributeKey
-from flowtel.entities._ids import otel_trace_id_from_mlflow
 from flowtel.tracing import _capture, _clock, _runtime, _scope
+from flowtel.tracing._engine import IMMUTABLE_TYPES as _IMMUTABLE_TYPES
+from flowtel.tracing._engine import READ_FLUSH_TIMEOUT_S as _READ_FLUSH_TIMEOUT_S
+from flowtel.tracing._engine import attach as _attach
+from flowtel.tracing._engine import detach as _detach
+from flowtel.tracing._engine import encode as _encode
+from flowtel.tracing._engine import end_error as _end_error
+from flowtel.tracing._engine import end_ok as _end_ok
+from flowtel.tracing._engine import pending_trace as _pending
+from flowtel.tracing._engine import record_of as _record_of
+from flowtel.tracing._engine import settle as _settle
+from flowtel.tracing._engine import start_attributes as _start_attributes
+from flowtel.tracing._engine import start_live_span as _start_span
+from flowtel.tracing._engine import trace_store as _store
+from flowtel.tracing._engine import tracing_on as _tracing_on
 from flowtel.tracing._sampling import SAMPLING_OVERRIDE_ATTRIBUTE
 
 if TYPE_CHECKING:
@@ -48,125 +64,8 @@ R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _logger = logging.getLogger("flowtel")
-_SPAN_KEY = otel_trace._SPAN_KEY  # type: ignore[attr-defined]
-_RUNTIME_CONTEXT = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
 _CHUNK_EVENT_PREFIX = "mlflow.chunk.item."
 _CHUNK_VALUE_KEY = "mlflow.chunk.value"
-
-
-def _encode(key: str, value: Any) -> str:
-    return _span_module._ENCODE_ATTRIBUTE(key, value)
-
-
-# -- span start / context ------------------------------------------------------------------------
-def _tracing_on() -> bool:
-    return _runtime.enabled and _scope.current.get().enabled
-
-
-def _start_span(
-    name: str,
-    span_type: str | None,
-    attributes: dict[str, str],
-    *,
-    parent: otel_context.Context | None = None,
-    start_time_ns: int | None = None,
-    links: list[Link] | None = None,
-) -> LiveSpan | NoOpSpan:
-    """Start an OTel span on flowtel's provider and wrap it. Never raises."""
-    try:
-        runtime = _runtime.get_runtime()
-        # The sampler's per-root override travels as a start attribute; everything else is
-        # written into the span directly by LiveSpan below.
-        sampling = (
-            {SAMPLING_OVERRIDE_ATTRIBUTE: attributes.pop(SAMPLING_OVERRIDE_ATTRIBUTE)}
-            if SAMPLING_OVERRIDE_ATTRIBUTE in attributes else None
-        )
-        assert runtime.starter is not None  # set by Runtime.__post_init__
-        otel_span = runtime.starter.start(
-            name, parent, start_time_ns if start_time_ns is not None else _clock.now_ns(),
-            attributes=sampling, links=links,
-        )
-        if not otel_span.is_recording():
-            return NoOpSpan(otel_span)
-        ctx = otel_span.get_span_context()
-        assembler = runtime.assembler
-        record = assembler.record_for(ctx.trace_id)
-        if record is None:
-            return NoOpSpan(otel_span)
-        # Direct: built by the starter for flowtel's assembler as the only processor.
-        direct = getattr(otel_span, "_span_processor", None) is assembler
-        live = LiveSpan(otel_span, None, span_type or SpanType.UNKNOWN,  # type: ignore[arg-type]
-                        direct=direct, known_layout=direct and runtime.starter.template_layout)
-        live._set_raw_many(attributes)
-        record.live[ctx.span_id] = live
-        return live
-    except ConfigError as exc:
-        _runtime.report_config_error(exc)
-        return NoOpSpan()
-    except Exception as exc:  # noqa: BLE001 - tracing must never break the user's call
-        report_internal_error("span start", exc)
-        return NoOpSpan()
-
-
-def _attach(span: Span) -> object:
-    return otel_context.attach(otel_context.set_value(_SPAN_KEY, span._span))
-
-
-def _detach(token: object) -> None:
-    try:
-        _RUNTIME_CONTEXT.detach(token)
-    except Exception:  # noqa: BLE001 - a token from another context (user moved a span
-        # across tasks); OTel would log an error on every call, the span itself is fine.
-        pass
-
-
-def _start_attributes(
-    span_type: str | None,
-    user_attributes: dict[str, Any] | None,
-    *,
-    inputs: Any = None,
-    has_inputs: bool = False,
-    function_name: str | None = None,
-    extra: dict[str, str] | None = None,
-) -> dict[str, str]:
-    attrs = {SpanAttributeKey.SPAN_TYPE: _encode(SpanAttributeKey.SPAN_TYPE, span_type or SpanType.UNKNOWN)}
-    if function_name is not None:
-        attrs[SpanAttributeKey.FUNCTION_NAME] = _encode(SpanAttributeKey.FUNCTION_NAME, function_name)
-    if has_inputs:
-        attrs[SpanAttributeKey.INPUTS] = _encode(SpanAttributeKey.INPUTS, inputs)
-    if user_attributes:
-        for key, value in user_attributes.items():
-            attrs[str(key)] = _encode(str(key), value)
-    if extra:
-        attrs.update(extra)
-    return attrs
-
-
-# Values whose encoding can wait for the delivery worker: nothing can change them meanwhile.
-_IMMUTABLE_TYPES = frozenset({str, int, float, bool, type(None)})
-
-
-def _end_ok(span: LiveSpan | NoOpSpan, outputs: Any, has_outputs: bool = True) -> None:
-    try:
-        if type(span) is LiveSpan:
-            token = None
-            if span._direct and type(outputs) in _IMMUTABLE_TYPES:
-                token = _capture._policy  # deferred under the policy of the moment (None: not yet read)
-                if token is not None and not token.capture_content:
-                    token = None
-            span._end_ok(outputs, has_outputs, token)
-        else:
-            span.end()
-    except Exception as exc:  # noqa: BLE001 - tracing must never break the user's call
-        report_internal_error("span end", exc)
-
-
-def _end_error(span: LiveSpan | NoOpSpan, exc: BaseException) -> None:
-    try:
-        span.record_exception(exc)
-        span.end()
-    except Exception as inner:  # noqa: BLE001 - the user's exception must propagate as it is
-        report_internal_error("span end with exception", inner)
 
 
 # -- @trace ---------------------------------------------------------------------------------------
@@ -716,14 +615,6 @@ def _set_experiment_for_root(span: LiveSpan, experiment_id: str) -> None:
 
 
 # -- active span and trace -----------------------------------------------------------------------
-def _record_of(trace_id: str) -> TraceRecord | None:
-    runtime = _runtime.peek_runtime()
-    otel_id = otel_trace_id_from_mlflow(trace_id) if trace_id else None
-    if runtime is None or otel_id is None:
-        return None
-    return runtime.assembler.record_for(otel_id)
-
-
 def get_current_active_span() -> LiveSpan | None:
     """The innermost flowtel span that is current in this context, or None."""
     runtime = _runtime.peek_runtime()
@@ -809,27 +700,6 @@ def _session_value(session_id: Any) -> str:
 
 
 # -- stored traces -------------------------------------------------------------------------------
-def _store() -> Any:
-    store = _runtime.get_runtime().store
-    if store is None:
-        raise FlowtelException(
-            "No configured destination can be read back (an OTLP-only setup has no trace "
-            "store). Set MLFLOW_TRACKING_URI to an MLflow server or keep the embedded store."
-        )
-    return store
-
-
-def _pending(trace_id: str) -> Any:
-    runtime = _runtime.peek_runtime()
-    if runtime is None:
-        return None
-    pending = runtime.pending.get(otel_trace_id_from_mlflow(trace_id))  # type: ignore[arg-type]
-    return pending if pending is not None and pending.trace_id == trace_id else None
-
-
-_READ_FLUSH_TIMEOUT_S = 10.0
-
-
 def get_trace(trace_id: str, silent: bool = False, flush: bool = False) -> Trace | None:
     """The trace with this id: from memory if it is still being delivered, else the store.
 
@@ -872,12 +742,6 @@ def delete_trace_tag(trace_id: str, key: str) -> None:
         return
     _settle(trace_id)
     _store().delete_trace_tag(trace_id, str(key))
-
-
-def _settle(trace_id: str) -> None:
-    """Wait (bounded) until a trace that is being delivered has reached its destinations."""
-    if _pending(trace_id) is not None:
-        _runtime.get_runtime().flush(_READ_FLUSH_TIMEOUT_S)
 
 
 def search_traces(

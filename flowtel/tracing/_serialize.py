@@ -13,6 +13,11 @@ This runs on the user's hot path inside ``@flowtel.trace``, so it has two paths:
   detection), then :class:`_Fitter` shrinks that tree structurally if the encoding is still larger
   than ``max_attribute_bytes``.
 
+Rooms: this module (public API, key classification, fast path, :class:`_Converter`),
+:mod:`~flowtel.tracing._serialize_json` (the reusable C encoder, truncation markers),
+:mod:`~flowtel.tracing._serialize_media` (binary / base64 media detection and markers),
+:mod:`~flowtel.tracing._serialize_fit` (:class:`_Fitter`).
+
 Neither function raises (``Exception`` subclasses are all turned into markers; ``KeyboardInterrupt``
 and ``SystemExit`` are deliberately left alone). Only the standard library is imported: pydantic,
 numpy, pandas, attrs and SDK types are recognised by duck typing and ``sys.modules`` lookups, so
@@ -57,7 +62,6 @@ Decisions (kept in one place so reviewers can find them):
 from __future__ import annotations
 
 import base64
-import binascii
 import collections
 import dataclasses
 import datetime as _dt
@@ -69,16 +73,32 @@ import json
 import json.encoder
 import logging
 import math
-import re
 import sys
 import types
 import uuid
 from collections import abc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Union
+from typing import Any, Final
 
 from flowtel._redaction import REDACTED, is_sensitive_key, redact_text
+from flowtel.tracing._serialize_fit import _Fitter
+from flowtel.tracing._serialize_json import (
+    _MORE_KEY,
+    Json,
+    _cut_suffix,
+    _encode,
+    _more_items_marker,
+    _unique_key,
+    _utf8_len,
+)
+from flowtel.tracing._serialize_media import (
+    _MEDIA_MIN_CHARS,
+    _data_uri_marker,
+    _keyed_media_marker,
+    _mime_from_magic,
+    binary_marker,
+)
 
 __all__ = [
     "CYCLE_MARKER",
@@ -94,11 +114,8 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-#: A JSON-compatible value as produced by :func:`to_jsonable`.
-Json = Union[dict[str, "Json"], list["Json"], str, int, float, bool, None]
 
 CYCLE_MARKER: Final[str] = "<cycle>"
-_MORE_KEY: Final[str] = "..."
 
 # Smallest max_attribute_bytes accepted: the last-resort marker must always fit.
 _MIN_ATTRIBUTE_BYTES: Final[int] = 64
@@ -189,11 +206,6 @@ def to_jsonable(value: object, limits: CaptureLimits = DEFAULT_LIMITS) -> Json:
         return _failure_marker(value, exc)
 
 
-def binary_marker(size: int, mime: str | None = None) -> str:
-    """Readable stand-in for binary content, e.g. ``"[binary image/png 1234 bytes]"``."""
-    return f"[binary {mime} {size} bytes]" if mime else f"[binary {size} bytes]"
-
-
 # --------------------------------------------------------------------------------------------------
 # Credential-like keys
 # --------------------------------------------------------------------------------------------------
@@ -221,54 +233,6 @@ def _key_kind(key: str) -> int:
         if len(_KEY_KIND_CACHE) < _KEY_KIND_CACHE_MAX:
             _KEY_KIND_CACHE[key] = kind
     return kind
-
-
-# --------------------------------------------------------------------------------------------------
-# JSON encoding primitives
-# --------------------------------------------------------------------------------------------------
-
-
-def _reject(obj: object) -> object:
-    """``default`` hook for the plain encoder: anything non-plain must take the slow path."""
-    raise TypeError(f"not a plain JSON value: {type(obj).__name__}")
-
-
-def _build_encoder() -> Callable[[object], str]:
-    """Build a reusable MLflow-compatible encoder (ensure_ascii=False, default separators).
-
-    ``json.dumps(..., ensure_ascii=False)`` constructs a new encoder on every call; reusing one C
-    encoder object roughly halves the cost for small values. There is no circular-reference check
-    (markers=None): the fast path pre-scan bounds depth, the slow path only encodes fresh trees, and a
-    cycle introduced concurrently still ends in a RecursionError, which callers handle.
-    """
-    python_encoder = json.JSONEncoder(ensure_ascii=False, check_circular=False, default=_reject)
-    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-    c_encode_str = getattr(json.encoder, "c_encode_basestring", None)
-    if c_make_encoder is None or c_encode_str is None:
-        return python_encoder.encode
-    try:
-        c_encoder = c_make_encoder(None, _reject, c_encode_str, None, ": ", ", ", False, False, True)
-
-        def encode(value: object) -> str:
-            return "".join(c_encoder(value, 0))
-
-        probe = {"a": [1, 2.5, None, True, "é"], "b": float("nan")}
-        if encode(probe) != json.dumps(probe, ensure_ascii=False) or encode("x") != '"x"':
-            return python_encoder.encode
-        return encode
-    except Exception:  # noqa: BLE001 - an unexpected interpreter: use the portable encoder
-        return python_encoder.encode
-
-
-_encode: Final = _build_encoder()
-_encode_str: Final[Callable[[str], str]] = getattr(json.encoder, "c_encode_basestring", None) or (
-    json.encoder.py_encode_basestring
-)
-
-
-def _utf8_len(text: str) -> int:
-    """UTF-8 size of ``text``; raises UnicodeEncodeError on lone surrogates."""
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,14 +407,6 @@ def _type_name(value: object) -> str:
 # Markers ------------------------------------------------------------------------------------------
 
 
-def _more_items_marker(count: int) -> str:
-    return f"[... {count} more items]"
-
-
-def _cut_suffix(cut: int, total: int) -> str:
-    return f"...[truncated {cut} of {total} chars]"
-
-
 def _depth_marker(value: object) -> str:
     return f"<max depth exceeded: {_type_name(value)}>"
 
@@ -463,110 +419,6 @@ def _iterator_marker(value: object) -> str:
     return f"<{_type_name(value)} object>"
 
 
-# Media --------------------------------------------------------------------------------------------
-
-_MEDIA_MIN_CHARS: Final = 256  # key-based base64 detection threshold (~192 bytes decoded)
-_BARE_DATA_MIN_CHARS: Final = 1024  # a "data" string this long needs no media hint key
-_DATA_URI_RE: Final = re.compile(
-    # Case-sensitive on purpose: the fast path looks for the literal ";base64," in its output.
-    r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[\w.+%-]*)*;base64,", re.ASCII
-)
-_BASE64_RE: Final = re.compile(r"[A-Za-z0-9+/_\-\r\n]+={0,2}\s*", re.ASCII)
-_MIME_HINT_KEYS: Final = ("media_type", "mime_type", "mimeType", "mediaType", "content_type")
-_MAGIC: Final = (
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"\xff\xd8\xff", "image/jpeg"),
-    (0, b"GIF87a", "image/gif"),
-    (0, b"GIF89a", "image/gif"),
-    (0, b"%PDF", "application/pdf"),
-    (0, b"ID3", "audio/mpeg"),
-    (0, b"OggS", "audio/ogg"),
-    (0, b"fLaC", "audio/flac"),
-    (8, b"WEBP", "image/webp"),
-    (8, b"WAVE", "audio/wav"),
-    (4, b"ftyp", "video/mp4"),
-)
-
-
-def _mime_from_magic(head: bytes) -> str | None:
-    """Sniff a content type from the first bytes of a payload."""
-    for offset, magic, mime in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            return mime
-    if head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
-        return "audio/mpeg"
-    return None
-
-
-def _sniff_base64(payload: str) -> str | None:
-    """Content type of a base64 payload from its first decoded bytes."""
-    head = payload[:24].translate(_URLSAFE_TO_STD)
-    try:
-        return _mime_from_magic(base64.b64decode(head[: len(head) - len(head) % 4]))
-    except (binascii.Error, ValueError):
-        return None
-
-
-_URLSAFE_TO_STD: Final = str.maketrans("-_", "+/")
-
-
-def _base64_decoded_size(payload: str) -> int:
-    """Decoded size of base64 text without decoding it."""
-    n = len(payload)
-    if "\n" in payload or "\r" in payload or " " in payload:
-        n -= payload.count("\n") + payload.count("\r") + payload.count(" ")
-    stripped = payload.rstrip()
-    padding = len(stripped) - len(stripped.rstrip("="))
-    return max(0, n * 3 // 4 - padding)
-
-
-def _data_uri_marker(text: str) -> str | None:
-    """Marker for a ``data:<mime>;base64,...`` string, ``None`` if ``text`` is not one."""
-    match = _DATA_URI_RE.match(text)
-    if match is None:
-        return None
-    payload = text[match.end() :]
-    mime = match["mime"] or _sniff_base64(payload)
-    return binary_marker(_base64_decoded_size(payload), mime.lower() if mime else None)
-
-
-def _keyed_media_marker(key: str, text: str, source: Mapping[Any, Any]) -> str | None:
-    """Marker for base64 media stored under a known key (``b64_json`` or a media ``data`` field)."""
-    if len(text) < _MEDIA_MIN_CHARS:
-        return None
-    hint = _mime_hint(source)
-    if key == "data" and hint is None and len(text) < _BARE_DATA_MIN_CHARS and not _is_base64_source(source):
-        return None
-    if _BASE64_RE.fullmatch(text) is None:
-        return None
-    mime = hint if hint and "/" in hint else _sniff_base64(text)
-    return binary_marker(_base64_decoded_size(text), mime)
-
-
-def _mime_hint(source: Mapping[Any, Any]) -> str | None:
-    """A sibling content-type field (Anthropic ``media_type``, Gemini ``mime_type``, audio ``format``)."""
-    try:
-        for name in _MIME_HINT_KEYS:
-            hint = source.get(name)
-            if isinstance(hint, str):
-                return hint
-        fmt = source.get("format")
-        if isinstance(fmt, str) and fmt.isalnum():
-            return f"audio/{fmt}" if fmt in ("wav", "mp3", "flac", "ogg", "opus", "aac", "pcm16") else fmt
-    except Exception:  # noqa: BLE001 - a hostile mapping only loses the hint
-        return None
-    return None
-
-
-def _is_base64_source(source: Mapping[Any, Any]) -> bool:
-    """Anthropic-style ``{"type": "base64", ...}`` source block."""
-    try:
-        return source.get("type") == "base64"
-    except Exception:  # noqa: BLE001
-        return False
-
-
-# Misc converters ----------------------------------------------------------------------------------
 
 _SENTINEL_CLASS_NAMES: Final = frozenset({"NotGiven", "Omit"})
 _GENERATOR_TYPES: Final = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
@@ -1028,203 +880,3 @@ def _safe_str(value: object) -> str:
         except Exception:  # noqa: BLE001 - hostile __str__/__repr__
             continue
     return f"<unserializable {_type_name(value)}>"
-
-
-def _unique_key(out: Mapping[str, Any], name: str, original: object) -> str:
-    """Disambiguate keys that collide after conversion (``{1: .., "1": ..}``) instead of losing data."""
-    if original is not None:
-        candidate = f"{name} ({type(original).__name__})"
-        if candidate not in out:
-            return candidate
-        name = candidate
-    index = 2
-    while f"{name} #{index}" in out:
-        index += 1
-    return f"{name} #{index}"
-
-
-# --------------------------------------------------------------------------------------------------
-# Structure-aware truncation
-# --------------------------------------------------------------------------------------------------
-
-_INFINITE: Final = sys.maxsize
-_STR_FLOOR: Final = 256  # shrink strings down to this before cutting containers
-_ITEM_FLOOR: Final = 8  # shrink containers down to this before shrinking strings further
-_ITEM_SEP: Final = 2  # len(", ")
-_KEY_SEP: Final = 2  # len(": ")
-_FIT_ATTEMPTS: Final = 6
-_MIN_CUTTABLE_CHARS: Final = len(_cut_suffix(1, 10))  # "...[truncated 1 of 10 chars]"
-
-
-class _Fitter:
-    """Shrink a converted tree so its encoding fits in ``limit`` bytes, keeping its structure.
-
-    Strings and containers are cut "water-filling" style: a single cap on string length (and, if that
-    is not enough, on container length) is binary-searched so that only the largest strings / lists are
-    cut, each with a marker. Sizes are estimated from cached per-subtree statistics, then the rendered
-    result is encoded and verified; an underestimate just tightens the target and retries.
-    """
-
-    def __init__(self, tree: Json, converter: _Converter, limit: int) -> None:
-        self.tree = tree
-        self.limit = limit
-        self.str_cuts = converter.str_cuts
-        self.container_cuts = converter.container_cuts
-        self._str_bytes: dict[int, int] = {}
-        self._stats: dict[int, tuple[int, int, int]] = {}  # id -> (bytes, max str len, max items)
-
-    def fit(self, size: int) -> str:
-        """Return JSON within the limit; a size marker if nothing structural fits."""
-        target = self.limit
-        for _ in range(_FIT_ATTEMPTS):
-            caps = self._choose_caps(target)
-            if caps is None:
-                break
-            tree = self._render(self.tree, *caps)
-            out = _encode(tree)
-            actual = _utf8_len(out)
-            if actual <= self.limit:
-                return out
-            target -= actual - self.limit + 8
-        return _encode(f"[truncated {size} bytes]")
-
-    # Cap selection --------------------------------------------------------------------------------
-
-    def _choose_caps(self, target: int) -> tuple[int, int] | None:
-        """Largest (string cap, item cap) whose estimated size is within ``target``."""
-        _, max_str, max_items = self._node_stats(self.tree)
-        stages: tuple[tuple[Callable[[int], tuple[int, int]], int, int], ...] = (
-            (lambda c: (c, _INFINITE), _STR_FLOOR, max(max_str, _STR_FLOOR)),
-            (lambda c: (_STR_FLOOR, c), _ITEM_FLOOR, max(max_items, _ITEM_FLOOR)),
-            (lambda c: (c, _ITEM_FLOOR), 0, _STR_FLOOR),
-            (lambda c: (0, c), 0, _ITEM_FLOOR),
-        )
-        for make_caps, low, high in stages:
-            best = self._largest_fitting(make_caps, low, high, target)
-            if best is not None:
-                return make_caps(best)
-        return None
-
-    def _largest_fitting(
-        self, make_caps: Callable[[int], tuple[int, int]], low: int, high: int, target: int
-    ) -> int | None:
-        """Binary search for the largest cap in [low, high] whose estimated size fits."""
-        if self._size(self.tree, *make_caps(low)) > target:
-            return None
-        while low < high:
-            middle = (low + high + 1) // 2
-            if self._size(self.tree, *make_caps(middle)) <= target:
-                low = middle
-            else:
-                high = middle - 1
-        return low
-
-    # Size estimation ------------------------------------------------------------------------------
-
-    def _encoded_str_bytes(self, text: str) -> int:
-        """Exact encoded size of a string (quotes and escapes included), cached by identity."""
-        size = self._str_bytes.get(id(text))
-        if size is None:
-            size = _utf8_len(_encode_str(text))
-            self._str_bytes[id(text)] = size
-        return size
-
-    def _logical_str(self, text: str) -> tuple[str, int]:
-        """(kept prefix, original length), looking through a converter truncation marker."""
-        return self.str_cuts.get(id(text)) or (text, len(text))
-
-    def _logical_container(self, node: list[Json] | dict[str, Json]) -> tuple[list[Any], int]:
-        """(entries without the converter's "more items" marker, original count)."""
-        entries: list[Any] = list(node.items()) if type(node) is dict else list(node)  # type: ignore[union-attr]
-        original = self.container_cuts.get(id(node))
-        if original is None:
-            return entries, len(entries)
-        return entries[:-1], original
-
-    def _node_stats(self, node: Json) -> tuple[int, int, int]:
-        """(exact encoded bytes, longest string, largest container) of a subtree, cached."""
-        t = type(node)
-        if t is str:
-            length = len(self._logical_str(node)[0])  # type: ignore[arg-type]
-            # Strings shorter than any cut marker can never shrink: leaving them out of the stats lets
-            # the size estimate skip subtrees made only of them.
-            cuttable = length if length > _MIN_CUTTABLE_CHARS else 0
-            return self._encoded_str_bytes(node), cuttable, 0  # type: ignore[arg-type]
-        if t is not dict and t is not list and t is not tuple:  # tuples: embedded input
-            return len(_encode(node)), 0, 0
-        cached = self._stats.get(id(node))
-        if cached is not None:
-            return cached
-        entries, _ = self._logical_container(node)  # type: ignore[arg-type]
-        size, max_str, max_items = 2 + _ITEM_SEP * max(len(node) - 1, 0), 0, len(entries)  # type: ignore[arg-type]
-        values = node.values() if t is dict else node  # type: ignore[union-attr]
-        if t is dict:
-            size += sum(self._encoded_str_bytes(k) + _KEY_SEP for k in node)  # type: ignore[union-attr]
-        for child in values:  # type: ignore[union-attr]
-            child_size, child_str, child_items = self._node_stats(child)
-            size += child_size
-            max_str = max(max_str, child_str)
-            max_items = max(max_items, child_items)
-        stats = (size, max_str, max_items)
-        self._stats[id(node)] = stats
-        return stats
-
-    def _size(self, node: Json, str_cap: int, item_cap: int) -> int:
-        """Estimated encoded bytes of ``node`` rendered with the given caps."""
-        full, max_str, max_items = self._node_stats(node)
-        if max_str <= str_cap and max_items <= item_cap:
-            return full
-        if type(node) is str:
-            return self._cut_str_bytes(node, str_cap)  # type: ignore[arg-type]
-        entries, original = self._logical_container(node)  # type: ignore[arg-type]
-        kept = entries[:item_cap]
-        is_dict = type(node) is dict
-        size = 2 + _ITEM_SEP * max(len(kept) - 1, 0)
-        for entry in kept:
-            if is_dict:
-                size += self._encoded_str_bytes(entry[0]) + _KEY_SEP + self._size(entry[1], str_cap, item_cap)
-            else:
-                size += self._size(entry, str_cap, item_cap)
-        if original > len(kept):
-            size += len(_more_items_marker(original - len(kept))) + 2 + (_ITEM_SEP if kept else 0)
-            size += len(_MORE_KEY) + 2 + _KEY_SEP if is_dict else 0
-        return size
-
-    def _cut_str_bytes(self, text: str, cap: int) -> int:
-        """Estimated encoded bytes of ``text`` rendered with string cap ``cap``.
-
-        The estimate uses the string's average bytes per char. A string is only cut when that saves
-        bytes: cutting a short string would just replace it with a longer marker.
-        """
-        full = self._encoded_str_bytes(text)
-        prefix, original = self._logical_str(text)
-        if len(prefix) <= cap:
-            return full
-        per_char = (self._encoded_str_bytes(prefix) - 2) / max(len(prefix), 1)
-        estimate = 2 + math.ceil(cap * per_char) + len(_cut_suffix(original - cap, original))
-        return estimate if estimate < full else full
-
-    # Rendering ------------------------------------------------------------------------------------
-
-    def _render(self, node: Json, str_cap: int, item_cap: int) -> Json:
-        """Copy of ``node`` with the caps applied; untouched subtrees are shared, not copied."""
-        _, max_str, max_items = self._node_stats(node)
-        if max_str <= str_cap and max_items <= item_cap:
-            return node
-        if type(node) is str:
-            if self._cut_str_bytes(node, str_cap) >= self._encoded_str_bytes(node):  # type: ignore[arg-type]
-                return node  # cutting would not make it smaller
-            prefix, original = self._logical_str(node)  # type: ignore[arg-type]
-            return prefix[:str_cap] + _cut_suffix(original - str_cap, original)
-        entries, original = self._logical_container(node)  # type: ignore[arg-type]
-        kept = entries[:item_cap]
-        more = original - len(kept)
-        if type(node) is dict:
-            out = {key: self._render(child, str_cap, item_cap) for key, child in kept}
-            if more > 0:
-                out[_unique_key(out, _MORE_KEY, None) if _MORE_KEY in out else _MORE_KEY] = _more_items_marker(more)
-            return out
-        items = [self._render(child, str_cap, item_cap) for child in kept]
-        if more > 0:
-            items.append(_more_items_marker(more))
-        return items

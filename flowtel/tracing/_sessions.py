@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from flowtel._exceptions import InvalidParameterError
 from flowtel.entities import TraceMetadataKey
 from flowtel.tracing import _runtime
-from flowtel.tracing._fluent import _READ_FLUSH_TIMEOUT_S as _FLUSH_TIMEOUT_S
-from flowtel.tracing._fluent import _store, search_traces
+from flowtel.tracing._engine import READ_FLUSH_TIMEOUT_S, trace_store
+from flowtel.tracing._fluent import search_traces
 
 if TYPE_CHECKING:
     from flowtel.entities import Trace
@@ -102,13 +102,13 @@ def _recent_session_ids(max_results: int, run_id: str | None, model_id: str | No
     """Distinct session ids of the newest traces, newest first, at most ``max_results``; pages
     through trace infos only until enough are found."""
     runtime = _runtime.get_runtime()
-    runtime.flush(_FLUSH_TIMEOUT_S)
+    runtime.flush(READ_FLUSH_TIMEOUT_S)
     clauses = [f"metadata.`{key}` = '{_quote(value)}'" for key, value in (
         (TraceMetadataKey.SOURCE_RUN, run_id), (TraceMetadataKey.MODEL_ID, model_id)) if value]
     seen: dict[str, None] = {}
     token: str | None = None
     while len(seen) < max_results:
-        page, token = _store().search_traces(
+        page, token = trace_store().search_traces(
             experiment_ids=list(locations or []) or [runtime.experiment_id()],
             filter_string=" AND ".join(clauses) or None, order_by=["timestamp_ms DESC"],
             max_results=_PAGE_SIZE, page_token=token, include_spans=False,
