@@ -218,3 +218,15 @@ def test_http_client_goes_through_the_environments_proxy_without_showing_its_pas
         HttpClient(HttpSettings("http://mlflow.invalid:5000", timeout=5)).request("GET", "/")
     assert raised.value.kind == "connection"
     assert "pr0xy-s3cret" not in raised.value.message
+
+
+def test_silent_get_trace_never_silences_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flowtel
+    from flowtel.tracing import _runtime
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlruns.db")  # not servable: a ConfigError
+    _runtime.reset()
+    with pytest.raises(flowtel.ConfigError):
+        flowtel.get_trace("tr-0123", silent=True)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    _runtime.reset()
