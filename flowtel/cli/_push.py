@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from flowtel.delivery import Destination, TraceStore
@@ -303,7 +303,7 @@ class PushJournal:
         with self._open("w"):
             pass
 
-    def _open(self, mode: str) -> TextIO:
+    def _open(self, mode: str) -> IO[str]:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
         fd = os.open(self.path, flags, 0o600)

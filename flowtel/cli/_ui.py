@@ -85,7 +85,7 @@ def add_ui_commands(subparsers: Any) -> None:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("mlflow") is None or importlib.util.find_spec("uvicorn") is None:
+    if not _mlflow_installed():
         print(f"error: {_INSTALL_HINT}", file=sys.stderr)
         return 1
     store_path = os.path.abspath(args.store or os.environ.get("FLOWTEL_STORE_PATH", "flowtel-traces.db"))
@@ -284,6 +284,13 @@ class _UiSession:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def _mlflow_installed() -> bool:
+    try:
+        return importlib.util.find_spec("mlflow") is not None and importlib.util.find_spec("uvicorn") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _data_dir(option: str | None) -> Path | None:
     from flowtel.tracing._notebook import default_ui_dir
 
