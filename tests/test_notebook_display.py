@@ -123,3 +123,19 @@ def test_a_jupyter_kernel_shows_the_traces_a_cell_produced(tmp_path: Path) -> No
     assert any(o.get("data", {}).get("text/plain") == "41" for o in traced.outputs)
     assert not any("text/html" in o.get("data", {}) for o in plain.outputs)  # no trace, no display
     assert any("notebook_pipeline" in o.get("data", {}).get("text/html", "") for o in shown.outputs)
+
+
+def test_traces_link_to_a_running_flowtel_ui(flowtel_traces: object, tmp_path: Path) -> None:
+    import json
+    import os
+
+    from flowtel.entities._html import traces_to_html
+    from flowtel.tracing._notebook import ui_links
+
+    trace = _agent_trace(flowtel_traces)
+    assert ui_links([trace], tmp_path) == {}  # no UI running
+    state = {"url": "http://127.0.0.1:5051", "pid": os.getpid(), "experiments": {"0": "7"}}
+    (tmp_path / "server.json").write_text(json.dumps(state))
+    links = ui_links([trace], tmp_path)
+    assert links == {trace.info.trace_id: f"http://127.0.0.1:5051/#/experiments/7/traces?traceId={trace.info.trace_id}"}
+    assert f'href="{links[trace.info.trace_id]}"' in traces_to_html([trace], ui_links=links)

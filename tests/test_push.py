@@ -47,7 +47,7 @@ def _on_server(server: MlflowServer, experiment: str) -> list[Any]:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    return list(client.search_traces(locations=[found.experiment_id], max_results=1000))
+    return list(client.search_traces(locations=[found.experiment_id], max_results=500))
 
 
 def test_push_copies_everything_once_and_a_rerun_sends_nothing(

@@ -64,6 +64,8 @@ class PushReport:
     sent: int = 0
     unchanged: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    experiments: dict[str, str] = field(default_factory=dict)
+    """Local experiment id -> the server's, for the experiments of the traces sent."""
 
     @property
     def ok(self) -> bool:
@@ -116,6 +118,7 @@ def push_traces(
             done += len(batch)
             if progress is not None:
                 progress(done, report.total)
+        report.experiments = dict(experiments.ids)
         return report
     finally:
         target.exporter.shutdown()
@@ -199,15 +202,15 @@ class _ExperimentMap:
         self._local = experiment_registry(os.fspath(store_path))
         self._server = server
         self._override = override
-        self._ids: dict[str, str] = {}
+        self.ids: dict[str, str] = {}
 
     def relocate(self, trace: Trace) -> None:
         from flowtel.entities import TraceLocation
 
         local_id = trace.info.experiment_id or "0"
-        if local_id not in self._ids:
-            self._ids[local_id] = self._server_id(local_id)
-        trace.info.trace_location = TraceLocation.from_experiment_id(self._ids[local_id])
+        if local_id not in self.ids:
+            self.ids[local_id] = self._server_id(local_id)
+        trace.info.trace_location = TraceLocation.from_experiment_id(self.ids[local_id])
 
     def _server_id(self, local_id: str) -> str:
         from flowtel.tracing._experiments import get_or_create

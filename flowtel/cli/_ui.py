@@ -108,6 +108,7 @@ class _UiSession:
         self.server: subprocess.Popen[bytes] | None = None
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.experiments: dict[str, str] = {}  # embedded store's experiment id -> the server's
 
     def run(self) -> int:
         from flowtel.tracing._notebook import read_ui_state
@@ -132,10 +133,7 @@ class _UiSession:
         self.url = f"http://{_HOST}:{port}"
         if not self._start_server(port):
             return 1 if not self.stop.is_set() else 0
-        _write_private(self.data_dir / "server.json", json.dumps({
-            "url": self.url, "pid": os.getpid(), "server_pid": self.server.pid if self.server else None,
-            "store": self.store_path, "data_dir": str(self.data_dir),
-        }))
+        self._write_state()
         if not os.path.exists(self.store_path):
             print(f"No traces yet: {self.store_path} does not exist; they will appear when traced code runs.")
         self._sync(show_progress=True)
@@ -143,6 +141,12 @@ class _UiSession:
         if not self.args.no_browser:
             _open_browser(self.url)
         return self._keep_syncing()
+
+    def _write_state(self) -> None:
+        _write_private(self.data_dir / "server.json", json.dumps({
+            "url": self.url, "pid": os.getpid(), "server_pid": self.server.pid if self.server else None,
+            "store": self.store_path, "data_dir": str(self.data_dir), "experiments": self.experiments,
+        }))
 
     def _reuse(self, state: dict[str, Any] | None) -> int:
         if state is None:
@@ -276,6 +280,9 @@ class _UiSession:
         finally:
             if bar is not None:
                 bar.close()
+        if any(self.experiments.get(k) != v for k, v in report.experiments.items()):
+            self.experiments.update(report.experiments)
+            self._write_state()  # notebooks link to traces in their server-side experiment
         if show_progress or report.sent or report.failed:
             print(f"{report.sent} traces copied, {report.unchanged} already there"
                   + (f", {len(report.failed)} failed" if report.failed else ""), flush=True)

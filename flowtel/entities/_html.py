@@ -55,27 +55,28 @@ _CSS = """
 """
 
 
-def trace_to_html(trace: Trace, *, ui_url: str | None = None) -> str:
+def trace_to_html(trace: Trace, *, ui_link: str | None = None) -> str:
     """The trace as a self-contained HTML fragment (a ``<div>`` with its own ``<style>``).
 
     Args:
         trace: The trace to render.
-        ui_url: Base URL of a running ``flowtel ui`` (MLflow UI); when given, the header links
-            to the trace there.
+        ui_link: The trace's page in a running ``flowtel ui`` (MLflow UI); when given, the
+            header links to it.
     """
-    return _STYLE + _render_trace(trace, ui_url)
+    return _STYLE + _render_trace(trace, ui_link)
 
 
-def traces_to_html(traces: Sequence[Trace], *, ui_url: str | None = None) -> str:
-    """Several traces, one block each, sharing one stylesheet."""
-    return _STYLE + "".join(_render_trace(t, ui_url) for t in traces)
+def traces_to_html(traces: Sequence[Trace], *, ui_links: Mapping[str, str] | None = None) -> str:
+    """Several traces, one block each, sharing one stylesheet; ``ui_links`` by trace id."""
+    links = ui_links or {}
+    return _STYLE + "".join(_render_trace(t, links.get(t.info.trace_id)) for t in traces)
 
 
 _STYLE = f"<style>{_CSS}</style>"
 
 
 # -- trace -----------------------------------------------------------------------------------------
-def _render_trace(trace: Trace, ui_url: str | None) -> str:
+def _render_trace(trace: Trace, ui_link: str | None) -> str:
     info = trace.info
     spans = list(trace.data.spans)
     start = min((s.start_time_ns for s in spans), default=0)
@@ -86,11 +87,11 @@ def _render_trace(trace: Trace, ui_url: str | None) -> str:
         rows.append(f'<div class="ft-dim">… {len(spans) - MAX_SPANS} more spans not shown</div>')
     return (
         f'<div class="flowtel-trace" data-trace-id="{_e(info.trace_id)}">'
-        f"{_render_header(trace, ui_url)}{''.join(rows)}</div>"
+        f"{_render_header(trace, ui_link)}{''.join(rows)}</div>"
     )
 
 
-def _render_header(trace: Trace, ui_url: str | None) -> str:
+def _render_header(trace: Trace, ui_link: str | None) -> str:
     info = trace.info
     name = info.tags.get(TraceTagKey.TRACE_NAME) or (trace.data.spans[0].name if trace.data.spans else "trace")
     state = info.state.value
@@ -106,9 +107,8 @@ def _render_header(trace: Trace, ui_url: str | None) -> str:
     if session:
         parts.append(f'<span class="ft-dim">session {_e(session)}</span>')
     parts.append(f'<span class="ft-dim">{_e(info.trace_id)}</span>')
-    if ui_url:
-        link = f"{ui_url.rstrip('/')}/#/experiments/{info.experiment_id or '0'}/traces?selectedEvaluationId={info.trace_id}"
-        parts.append(f'<a href="{_e(link)}" target="_blank" rel="noopener">open in flowtel ui</a>')
+    if ui_link:
+        parts.append(f'<a href="{_e(ui_link)}" target="_blank" rel="noopener">open in flowtel ui</a>')
     return f'<div class="ft-head">{"".join(parts)}</div>'
 
 

@@ -25,7 +25,7 @@ from flowtel.tracing import _runtime
 if TYPE_CHECKING:
     from flowtel.entities import Trace
 
-__all__ = ["default_ui_dir", "disable_notebook_display", "enable_notebook_display", "running_ui_url"]
+__all__ = ["default_ui_dir", "disable_notebook_display", "enable_notebook_display", "running_ui_url", "ui_links"]
 
 _logger = logging.getLogger("flowtel")
 MAX_TRACES_PER_CELL = 10
@@ -92,7 +92,7 @@ class _CellDisplay:
             return
         try:
             traces: list[Trace] = [p.trace() for p in pending[: self.max_traces]]
-            markup = traces_to_html(traces, ui_url=running_ui_url())
+            markup = traces_to_html(traces, ui_links=ui_links(traces))
             if len(pending) > self.max_traces:
                 markup += f"<div>… {len(pending) - self.max_traces} more traces from this cell not shown</div>"
             from IPython.display import HTML, display
@@ -120,6 +120,22 @@ def default_ui_dir() -> Path | None:
 
     root = default_spool_root()
     return None if root is None else root.parent / "ui"
+
+
+def ui_links(traces: list[Trace], data_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Trace id -> its page in the running ``flowtel ui`` (none when no UI runs or the trace's
+    experiment was not copied there yet)."""
+    state = read_ui_state(data_dir)
+    if state is None:
+        return {}
+    url = str(state.get("url") or "").rstrip("/")
+    experiments = state.get("experiments") or {}
+    links = {}
+    for trace in traces:
+        experiment = experiments.get(trace.info.experiment_id or "0")
+        if url and experiment is not None:
+            links[trace.info.trace_id] = f"{url}/#/experiments/{experiment}/traces?traceId={trace.info.trace_id}"
+    return links
 
 
 def running_ui_url(data_dir: str | os.PathLike[str] | None = None) -> str | None:
