@@ -37,6 +37,8 @@ _CSS = """
 .flowtel-trace summary{display:grid;grid-template-columns:minmax(220px,36%) 90px 1fr 70px 60px;gap:6px;
  align-items:center;cursor:pointer;padding:2px 0;list-style:none}
 .flowtel-trace summary::-webkit-details-marker{display:none}
+.flowtel-trace summary .ft-name::before{content:"▸ ";color:#8c959f}
+.flowtel-trace details[open]>summary .ft-name::before{content:"▾ "}
 .flowtel-trace .ft-name{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .flowtel-trace .ft-type{font-size:10px;border-radius:3px;padding:0 4px;background:#ddf4ff;color:#0550ae;
  justify-self:start;white-space:nowrap}
