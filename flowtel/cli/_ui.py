@@ -137,6 +137,9 @@ class _UiSession:
         if not os.path.exists(self.store_path):
             print(f"No traces yet: {self.store_path} does not exist; they will appear when traced code runs.")
         self._sync(show_progress=True)
+        if self.stop.is_set():
+            print("\nflowtel ui stopped.", flush=True)
+            return 0
         print(f"flowtel ui: {self.url}  (traces of {self.store_path}; Ctrl-C to stop)", flush=True)
         if not self.args.no_browser:
             _open_browser(self.url)
@@ -195,7 +198,8 @@ class _UiSession:
         with open(log_path, "ab") as log:
             self.server = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir,
-                env=_server_env(), start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+                env=_server_env(), start_new_session=True,
+                preexec_fn=_die_with_parent if os.name == "posix" else None,
             )
         self.watchdog = subprocess.Popen(
             [sys.executable, "-c", _WATCHDOG, str(self.server.pid)], stdin=subprocess.PIPE,
@@ -434,6 +438,9 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def _open_browser(url: str, opener: Callable[[str], Any] | None = None) -> None:
+    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if headless and opener is None:
+        return  # no desktop (ssh, container): Python would pick a text browser and take the terminal
     try:
         import webbrowser
 
