@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO_STORE ?= demo-traces.db
 
-.PHONY: demo test bench lint clean
+.PHONY: demo ui test browser-deps bench lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,30 @@ demo: $(VENV)/.demo
 	FLOWTEL_STORE_PATH=$(DEMO_STORE) $(VENV)/bin/flowtel traces list
 	@echo
 	FLOWTEL_STORE_PATH=$(DEMO_STORE) $(VENV)/bin/flowtel traces show latest
+	@echo
+	@echo "See these traces in the MLflow UI (span waterfall, chat view, tokens, sessions): make ui"
+	@echo "  (that is: pip install 'flowtel[ui]' && flowtel --store $(DEMO_STORE) ui)"
 
-test: $(VENV)/.test
+$(VENV)/.ui: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e ".[ui]"
+	@touch $@ $(VENV)/.core
+
+# The real MLflow UI on the demo's traces (a private server on 127.0.0.1; Ctrl-C stops it).
+ui: $(VENV)/.ui
+	$(VENV)/bin/flowtel --store $(DEMO_STORE) ui
+
+test: $(VENV)/.test browser-deps
 	$(PY) -m pytest -q -p no:randomly
+
+# Headless Chromium for the browser tests (Debian's package); without root apt-get those tests
+# skip and say why.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: no Chromium (and no root apt-get to install it): the browser tests will be skipped."; \
+	  fi; }
 
 # The gate: ruff (configured in pyproject.toml) on everything, mypy --strict on flowtel/.
 lint: $(VENV)/.lint

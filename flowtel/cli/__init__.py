@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from flowtel.cli._push import add_push_commands
+from flowtel.cli._ui import add_ui_commands
 from flowtel.entities import Span, Trace
 
 _PREVIEW_CHARS = 80
@@ -62,12 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     export = traces_sub.add_parser("export", help="one trace as JSON (Trace.to_dict)")
     export.add_argument("trace_id", help="a trace id, or 'latest' for the newest trace")
     export.set_defaults(handler=_export)
+    add_push_commands(traces_sub)
     try:
         from flowtel.cli._spool import add_spool_commands
     except ImportError:
         pass
     else:
         add_spool_commands(sub)
+    add_ui_commands(sub)
     return parser
 
 

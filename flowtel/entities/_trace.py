@@ -79,6 +79,12 @@ class Trace:
     def trace_id(self) -> str:
         return self.info.trace_id
 
+    def _repr_html_(self) -> str:
+        """Jupyter / VS Code notebooks: a compact, self-contained span tree (no script, no network)."""
+        from flowtel.entities._html import trace_to_html
+
+        return trace_to_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         return {"info": self.info.to_dict(), "data": self.data.to_dict()}
 

@@ -15,6 +15,7 @@ from flowtel._config import ConfigError
 from flowtel.delivery import destination_for
 from flowtel.entities import _hooks
 from flowtel.tracing import _capture, _clock, _runtime
+from flowtel.tracing._notebook import disable_notebook_display, enable_notebook_display
 from flowtel.tracing._scope import context
 
 __all__ = [
@@ -23,7 +24,9 @@ __all__ = [
     "configure",
     "context",
     "disable",
+    "disable_notebook_display",
     "enable",
+    "enable_notebook_display",
     "is_enabled",
     "reset",
     "set_destination",

@@ -41,6 +41,18 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger("flowtel")
 
+hand_off_observers: list[Callable[[PendingTrace], None]] = []
+"""Called (on the thread that ended the trace) with each finished trace; e.g. notebook display."""
+
+
+def _notify(pending: PendingTrace) -> None:
+    for observer in hand_off_observers:
+        try:
+            observer(pending)
+        except Exception as exc:  # noqa: BLE001 - an observer must not break the traced call
+            report_internal_error("hand-off observer failed", exc)
+
+
 class PendingTrace:
     """A finished trace on its way to the destinations; finalised once, on first need."""
 
@@ -136,6 +148,8 @@ class Runtime:
             pipelines = self._pipelines = tuple(d.pipeline for d in self.destinations if d.pipeline is not None)
         pending = PendingTrace(record, self, refs=max(len(pipelines), 1))
         self.pending[record.otel_trace_id] = pending
+        if hand_off_observers:
+            _notify(pending)
         if not pipelines:
             pending.release()
             return
