@@ -17,6 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Link
 
+from flowtel import _otel_sdk
 from flowtel._config import ConfigError
 from flowtel._errors import report_internal_error
 from flowtel._exceptions import FlowtelException, InvalidParameterError
@@ -31,8 +32,8 @@ from flowtel.entities import (
     Trace,
     TraceMetadataKey,
     TraceState,
+    _hooks,
 )
-from flowtel.entities import _span as _span_module
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.entities._ids import otel_trace_id_from_mlflow
 from flowtel.tracing import _capture, _clock, _runtime, _scope
@@ -48,14 +49,12 @@ R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _logger = logging.getLogger("flowtel")
-_SPAN_KEY = otel_trace._SPAN_KEY  # type: ignore[attr-defined]
-_RUNTIME_CONTEXT = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
 _CHUNK_EVENT_PREFIX = "mlflow.chunk.item."
 _CHUNK_VALUE_KEY = "mlflow.chunk.value"
 
 
 def _encode(key: str, value: Any) -> str:
-    return _span_module._ENCODE_ATTRIBUTE(key, value)
+    return _hooks.encode_attribute(key, value)
 
 
 # -- span start / context ------------------------------------------------------------------------
@@ -94,7 +93,7 @@ def _start_span(
         if record is None:
             return NoOpSpan(otel_span)
         # Direct: built by the starter for flowtel's assembler as the only processor.
-        direct = getattr(otel_span, "_span_processor", None) is assembler
+        direct = _otel_sdk.sole_processor(otel_span) is assembler
         live = LiveSpan(otel_span, None, span_type or SpanType.UNKNOWN,  # type: ignore[arg-type]
                         direct=direct, known_layout=direct and runtime.starter.template_layout)
         live._set_raw_many(attributes)
@@ -109,12 +108,12 @@ def _start_span(
 
 
 def _attach(span: Span) -> object:
-    return otel_context.attach(otel_context.set_value(_SPAN_KEY, span._span))
+    return _otel_sdk.attach_span(span._span)
 
 
 def _detach(token: object) -> None:
     try:
-        _RUNTIME_CONTEXT.detach(token)
+        _otel_sdk.detach(token)
     except Exception:  # noqa: BLE001 - a token from another context (user moved a span
         # across tasks); OTel would log an error on every call, the span itself is fine.
         pass
@@ -203,11 +202,11 @@ class _Options:
     def static_attributes(self) -> dict[str, str]:
         """The attributes that are the same for every call (encoded once). Not to be mutated."""
         static = self._static
-        if static is None or _span_module._ENCODE_ATTRIBUTE is not self._static_encoder or _capture._policy is not self._static_policy:
+        if static is None or _hooks.encode_attribute is not self._static_encoder or _capture._policy is not self._static_policy:
             static = _start_attributes(
                 self.span_type, self.attributes, function_name=self.binder.function_name, extra=self.extra
             )
-            self._static, self._static_encoder, self._static_policy = static, _span_module._ENCODE_ATTRIBUTE, _capture._policy
+            self._static, self._static_encoder, self._static_policy = static, _hooks.encode_attribute, _capture._policy
         return static
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LiveSpan | NoOpSpan:
