@@ -241,17 +241,17 @@ def attribute_mapping(span: Any) -> Mapping[str, Any]:
         inner = getattr(stored, "_dict", stored)
         if isinstance(inner, dict):
             return inner
-    return span.attributes or {}  # type: ignore[no-any-return]
+    return span.attributes or {}
 
 
 def event_list(span: Any) -> Sequence[Any]:
     """A finished span's events, without the locked copy ``ReadableSpan.events`` makes."""
-    return _plain_list(getattr(span, "_events", None)) if _usable else span.events  # type: ignore[no-any-return]
+    return _plain_list(getattr(span, "_events", None)) if _usable else span.events
 
 
 def link_list(span: Any) -> Sequence[Any]:
     """A finished span's links, without the locked copy ``ReadableSpan.links`` makes."""
-    return _plain_list(getattr(span, "_links", None)) if _usable else getattr(span, "links", ())  # type: ignore[no-any-return]
+    return _plain_list(getattr(span, "_links", None)) if _usable else getattr(span, "links", ())
 
 
 def _plain_list(stored: Any) -> Sequence[Any]:
@@ -331,7 +331,7 @@ class DirectSpanFactory:
         return span
 
 
-class _LazyBoundedList(BoundedList):
+class _LazyBoundedList(BoundedList):  # type: ignore[type-arg]
     """The SDK's ``BoundedList`` (events, links of a span) with its deque made on first use.
 
     Most spans get no event and no link, and an empty bounded deque is the most expensive part
@@ -384,6 +384,7 @@ class _SpanTemplate:
             probe_context = SpanContext(1, 1, is_remote=False, trace_flags=_SAMPLED_FLAGS)
             span = _SdkSpanImpl(name="probe", context=probe_context, parent=None, span_processor=processor, **common)
             attributes, events, links = span._attributes, span._events, span._links
+            parts: tuple[Any, ...] = (span, attributes, events, links)
             if (
                 set(vars(span)) != cls._SPAN_FIELDS
                 or type(attributes) is not BoundedAttributes or set(vars(attributes)) != cls._ATTRIBUTE_FIELDS
@@ -393,7 +394,7 @@ class _SpanTemplate:
                 or type(span).start is not _SdkSpanImpl.start or type(span).__new__ is not _SdkSpanImpl.__new__
             ):
                 return None
-            if any(_lock_factory(x._lock) is None for x in (span, attributes, events, links)):
+            if any(_lock_factory(x._lock) is None for x in parts):
                 return None
             return cls(processor, span)
         except Exception:  # noqa: BLE001 - an SDK that differs: its own constructor is used

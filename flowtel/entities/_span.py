@@ -339,6 +339,8 @@ class LiveSpan(Span):
     Not meant to be shared between threads while it is being mutated.
     """
 
+    _span: OTelSdkSpan  # (a Span holds a ReadableSpan; a live one, the SDK span itself)
+
     def __init__(self, otel_span: OTelSdkSpan, trace_id: str | None = None, span_type: str = SpanType.UNKNOWN,
                  *, direct: bool = False, known_layout: bool = False):
         self._span = otel_span
