@@ -200,7 +200,7 @@ def end_directly(span: Any, end_time: int) -> None:
             return
         span._end_time = end_time
         span._attributes._immutable = True
-    record_end_metrics = span.__dict__.get("_record_end_metrics")  # (SDK >= 1.39)
+    record_end_metrics = span.__dict__.get("_record_end_metrics")  # (newer SDKs only)
     if record_end_metrics is not None:
         record_end_metrics()
     span._span_processor.on_end(span)
@@ -359,12 +359,14 @@ class _SpanTemplate:
     checks the spans it builds against the SDK's.
     """
 
+    # The span's fields as of SDK 1.27; later releases add "_record_end_metrics" (_END_METRICS).
     _SPAN_FIELDS = frozenset({
         "_name", "_context", "_kind", "_instrumentation_info", "_instrumentation_scope", "_parent",
         "_start_time", "_end_time", "_attributes", "_events", "_links", "_resource", "_status",
         "_sampler", "_trace_config", "_record_exception", "_set_status_on_exception",
-        "_span_processor", "_limits", "_lock", "_record_end_metrics",
+        "_span_processor", "_limits", "_lock",
     })
+    _END_METRICS = "_record_end_metrics"
     _ATTRIBUTE_FIELDS = frozenset({"_dict", "maxlen", "dropped", "max_value_len", "_lock", "_immutable"})
     _LIST_FIELDS = frozenset({"dropped", "_dq", "_lock"})
 
@@ -377,6 +379,7 @@ class _SpanTemplate:
         self._lock_type = _lock_factory(span._lock)
         self._attribute_lock_type = _lock_factory(span._attributes._lock)
         self._list_lock_type = _lock_factory(span._events._lock)
+        self._end_metrics = self._END_METRICS in self._span_fields
 
     @classmethod
     def for_sdk(cls, processor: Any, common: dict[str, Any]) -> _SpanTemplate | None:
@@ -386,11 +389,12 @@ class _SpanTemplate:
             attributes, events, links = span._attributes, span._events, span._links
             parts: tuple[Any, ...] = (span, attributes, events, links)
             if (
-                set(vars(span)) != cls._SPAN_FIELDS
+                set(vars(span)) - {cls._END_METRICS} != cls._SPAN_FIELDS
                 or type(attributes) is not BoundedAttributes or set(vars(attributes)) != cls._ATTRIBUTE_FIELDS
                 or attributes._dict or attributes._immutable
                 or any(type(x) is not BoundedList or set(vars(x)) != cls._LIST_FIELDS or len(x) for x in (events, links))
-                or span._start_time is not None or span._end_time is not None or span._record_end_metrics is not None
+                or span._start_time is not None or span._end_time is not None
+                or vars(span).get(cls._END_METRICS) is not None
                 or type(span).start is not _SdkSpanImpl.start or type(span).__new__ is not _SdkSpanImpl.__new__
             ):
                 return None
@@ -421,7 +425,8 @@ class _SpanTemplate:
         fields["_events"] = events
         fields["_links"] = links
         fields["_lock"] = self._lock_type()
-        fields["_record_end_metrics"] = record_end_metrics
+        if self._end_metrics:
+            fields["_record_end_metrics"] = record_end_metrics
         span = _new_object(_SdkSpanImpl)
         span.__dict__ = fields
         return span
