@@ -41,6 +41,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import version as _sdk_version
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util import BoundedList
@@ -121,7 +122,8 @@ def _structure_problem() -> str:
             return "no private context key or runtime context"
         if not _constructor_compatible():
             return "the span constructor differs"
-        probe = _SdkSpanImpl(name="probe", context=SpanContext(1, 1, False, _SAMPLED_FLAGS), parent=None)
+        probe = _SdkSpanImpl(name="probe", context=SpanContext(1, 1, False, _SAMPLED_FLAGS), parent=None,
+                             resource=Resource.get_empty())
         attributes = probe._attributes
         if not (isinstance(attributes, BoundedAttributes) and isinstance(attributes._dict, dict)
                 and hasattr(attributes, "_immutable") and isinstance(probe._status, Status)
