@@ -4,8 +4,9 @@ flowtel's hot path (a ``@trace`` call) is a few microseconds; the OTel SDK's gen
 ``Tracer.start_span``, per-attribute validation and ``end()`` snapshot copy would double it. So,
 for spans on flowtel's own private provider, flowtel reaches into the SDK:
 
-- builds started ``_Span`` objects itself, from a template span whose layout is checked
-  (``DirectSpanFactory``; the caller still decides ids, flags and parent with public types);
+- builds started ``_Span`` objects itself, with the ids, flags, parent and trace state
+  ``Tracer.start_span`` would give, from a template span whose layout is checked
+  (``DirectSpanFactory``);
 - writes already-encoded attribute values into the span's attribute dict
   (``writable_attributes``), marks status OK (``set_ok_unless_set``), and ends a span by handing
   the ended span itself to its sole processor, without the ``ReadableSpan`` copy
@@ -15,7 +16,7 @@ for spans on flowtel's own private provider, flowtel reaches into the SDK:
 - reads attributes, events and links without the SDK's locked copies (``attribute_mapping``,
   ``event_list``, ``link_list``);
 - attaches and detaches the current span with OTel's private context key and runtime context
-  (``parent_span``, ``attach_span``, ``detach``).
+  (``context_with_span``, ``detach``).
 
 Nothing outside this module touches a private OTel name. Everything here is guarded twice: the
 installed SDK's version must lie in ``VERIFIED_RANGE`` (the releases this code was checked
@@ -29,12 +30,13 @@ compare both paths).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import re
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -63,7 +65,10 @@ _SPAN_KEY: Any = getattr(otel_trace, "_SPAN_KEY", None)
 _RUNTIME_CONTEXT: Any = getattr(otel_context, "_RUNTIME_CONTEXT", None)
 _UNSET = StatusCode.UNSET
 _OK_STATUS = Status(StatusCode.OK)
-_SAMPLED_FLAGS = TraceFlags(TraceFlags.SAMPLED)
+_SAMPLED = int(TraceFlags.SAMPLED)
+_RANDOM = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+_FLAGS = {bits: TraceFlags(bits) for bits in (_SAMPLED, _SAMPLED | _RANDOM)}
+_SAMPLED_FLAGS = _FLAGS[_SAMPLED]
 _RECORD_AND_SAMPLE = Decision.RECORD_AND_SAMPLE
 _SPAN_PARAMETERS = (
     "name", "context", "parent", "sampler", "resource", "attributes", "span_processor", "kind",
@@ -98,6 +103,7 @@ def recheck() -> bool:
     """
     global _usable
     _usable = False
+    _bind_context_functions(False)
     version = sdk_version()
     if not version_verified(version):
         reason = f"version {version} is outside the verified range {VERIFIED_RANGE[0]} to below {VERIFIED_RANGE[1]}"
@@ -107,6 +113,7 @@ def recheck() -> bool:
         _logger.debug("flowtel: OpenTelemetry SDK internals not used (%s); taking the public API.", reason)
         return False
     _usable = True
+    _bind_context_functions(True)
     return True
 
 
@@ -137,33 +144,30 @@ def _structure_problem() -> str:
 
 
 # -- context -------------------------------------------------------------------------------------
-def parent_span(context: otel_context.Context | None) -> Any:
-    """The span in ``context`` (None: the current context), or None."""
-    if _usable:
-        current = context if context is not None else _RUNTIME_CONTEXT.get_current()
-        return current.get(_SPAN_KEY)
-    span = otel_trace.get_current_span(context)
-    return span if span.get_span_context().is_valid else None
+# Bound by recheck() to the private fast forms or their public equivalents: on the hot path
+# (every span is attached and detached) an extra Python call frame is a measurable cost.
+
+#: ``context_with_span(span)``: the current context with ``span`` as its current span
+#: (``otel_trace.set_span_in_context``), for ``otel_context.attach``.
+context_with_span: Callable[[Any], otel_context.Context] = otel_trace.set_span_in_context
+
+#: ``detach(token)``: undo ``otel_context.attach``. The private form raises on a token from
+#: another context, where the public one logs an error.
+detach: Callable[[Any], None] = otel_context.detach
 
 
-def attach_span(span: Any) -> object:
-    """Make ``span`` the current span; returns the token for :func:`detach`."""
-    if _usable:
-        return otel_context.attach(otel_context.set_value(_SPAN_KEY, span))
-    return otel_context.attach(otel_trace.set_span_in_context(span))
-
-
-def detach(token: object) -> None:
-    """Undo :func:`attach_span`. Raises on a token from another context (the public
-    ``detach`` would log an error instead)."""
-    if _usable:
-        _RUNTIME_CONTEXT.detach(token)
+def _bind_context_functions(usable: bool) -> None:
+    global context_with_span, detach
+    if usable:
+        context_with_span = functools.partial(otel_context.set_value, _SPAN_KEY)
+        detach = _RUNTIME_CONTEXT.detach
     else:
-        otel_context.detach(token)  # type: ignore[arg-type]
+        context_with_span = otel_trace.set_span_in_context
+        detach = otel_context.detach
 
 
 # -- live spans: hot path (callers check writable_attributes() first) ---------------------------
-def writable_attributes(span: Any, *, known_layout: bool, max_attributes: int) -> dict[str, Any] | None:
+def writable_attributes(span: Any, known_layout: bool, max_attributes: int) -> dict[str, Any] | None:
     """The attribute dict of SDK span ``span`` flowtel may write encoded values into while it is
     open (``span.is_recording()``), or None: write through ``span.set_attribute``.
 
@@ -267,12 +271,13 @@ def _plain_list(stored: Any) -> Sequence[Any]:
 
 # -- starting spans without Tracer.start_span ------------------------------------------------------
 class DirectSpanFactory:
-    """Starts SDK spans for one tracer exactly as ``Tracer.start_span`` would, for less.
+    """Starts SDK spans for one always-sampling tracer exactly as ``Tracer.start_span`` would, for less.
 
-    The caller (``flowtel.tracing._spans.SpanStarter``) has already decided, with public types,
-    everything the sampler and id generator would: this only constructs the span and starts it.
-    With a sole processor (flowtel's assembler), spans are built from a :class:`_SpanTemplate`
-    and handed to it directly; otherwise the SDK's own constructor is called.
+    Used by ``flowtel.tracing._spans.SpanStarter`` when every trace is recorded. ``start`` gives
+    the span the ids, flags, trace state and parent ``Tracer.start_span`` would, and returns None
+    where the sampler must decide (a parent that is not sampled): the caller then takes
+    ``Tracer.start_span``. With a sole processor (flowtel's assembler), spans are built from a
+    :class:`_SpanTemplate` and handed to it directly; otherwise the SDK's constructor is called.
     """
 
     @classmethod
@@ -296,6 +301,8 @@ class DirectSpanFactory:
     def __init__(self, multi: Any, tracer: Any, common: dict[str, Any]) -> None:
         self._multi = multi
         self._common = common
+        self._id_generator = tracer.id_generator
+        self._random_ids = getattr(self._id_generator, "is_trace_id_random", None)
         self._processors_of = getattr(multi, "_span_processors", None)
         self._tracer_metrics = (
             getattr(tracer, "_tracer_metrics", None) if "record_end_metrics" in _span_parameters() else None
@@ -309,8 +316,31 @@ class DirectSpanFactory:
         """Spans handed to a sole processor have the layout the template checked."""
         return self._template is not None
 
-    def start(self, name: str, span_context: SpanContext, parent: SpanContext | None, start_time: int,
-              context: otel_context.Context | None) -> Any:
+    def start(self, name: str, context: otel_context.Context | None, start_time: int) -> Any:
+        current = context if context is not None else _RUNTIME_CONTEXT.get_current()
+        parent_span: Any = current.get(_SPAN_KEY)
+        parent: SpanContext | None = None
+        if parent_span is not None:
+            parent = parent_span.get_span_context()
+            if parent is not None and not isinstance(parent, SpanContext):
+                return None
+            if parent is None or not parent.is_valid:
+                parent = None
+            elif not parent.trace_flags & _SAMPLED:
+                return None  # a parent that is not sampled: the sampler decides (ParentBased drops it)
+        if parent is None:
+            trace_id = self._id_generator.generate_trace_id()
+            random = self._random_ids is not None and self._random_ids()
+            flags = _FLAGS[_SAMPLED | _RANDOM] if random else _FLAGS[_SAMPLED]
+            trace_state = None
+        else:
+            trace_id = parent.trace_id
+            flags = _FLAGS[_SAMPLED | (parent.trace_flags & _RANDOM)]
+            trace_state = parent.trace_state
+        span_context = SpanContext(
+            trace_id, self._id_generator.generate_span_id(), is_remote=False, trace_flags=flags,
+            trace_state=trace_state,
+        )
         end_metrics = (
             self._tracer_metrics.start_span(parent, _RECORD_AND_SAMPLE) if self._tracer_metrics is not None else None
         )

@@ -347,7 +347,7 @@ class LiveSpan(Span):
         self._trace_id = trace_id
         self._span_type = span_type
         # known_layout: the span starter checked this SDK's span layout (its template).
-        self._attrs = _otel_sdk.writable_attributes(otel_span, known_layout=known_layout, max_attributes=_MAX_ATTRIBUTES)
+        self._attrs = _otel_sdk.writable_attributes(otel_span, known_layout, _MAX_ATTRIBUTES)
         # ``direct``: the SDK span was built by flowtel's span starter with flowtel's trace
         # assembler as its only processor. It then ends without the SDK's snapshot copy, and
         # immutable values may be encoded later, off the caller's thread (see ``_defer``).

@@ -108,7 +108,7 @@ def _start_span(
 
 
 def _attach(span: Span) -> object:
-    return _otel_sdk.attach_span(span._span)
+    return otel_context.attach(_otel_sdk.context_with_span(span._span))
 
 
 def _detach(token: object) -> None:
