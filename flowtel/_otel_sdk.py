@@ -8,11 +8,12 @@ for spans on flowtel's own private provider, flowtel reaches into the SDK:
   ``Tracer.start_span`` would give, from a template span whose layout is checked
   (``DirectSpanFactory``);
 - writes already-encoded attribute values into the span's attribute dict
-  (``writable_attributes``), marks status OK (``set_ok_unless_set``), and ends a span by handing
+  (``writable_attributes``, guarded by ``end_time``; ``sole_processor`` tells a span built for
+  flowtel's assembler), marks status OK (``set_ok_unless_set``), and ends a span by handing
   the ended span itself to its sole processor, without the ``ReadableSpan`` copy
   (``end_directly``);
 - keeps values whose encoding is deferred on the SDK span object (``defer``,
-  ``deferred_values``, ``clear_deferred``);
+  ``clear_deferred``; read back with a plain ``getattr(span, DEFERRED_SLOT, None)``);
 - reads attributes, events and links without the SDK's locked copies (``attribute_mapping``,
   ``event_list``, ``link_list``);
 - attaches and detaches the current span with OTel's private context key and runtime context
@@ -33,6 +34,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import operator
 import re
 import threading
 from collections import deque
@@ -157,13 +159,15 @@ detach: Callable[[Any], None] = otel_context.detach
 
 
 def _bind_context_functions(usable: bool) -> None:
-    global context_with_span, detach
+    global context_with_span, detach, sole_processor
     if usable:
         context_with_span = functools.partial(otel_context.set_value, _SPAN_KEY)
         detach = _RUNTIME_CONTEXT.detach
+        sole_processor = operator.attrgetter("_span_processor")
     else:
         context_with_span = otel_trace.set_span_in_context
         detach = otel_context.detach
+        sole_processor = _no_processor
 
 
 # -- live spans: hot path (callers check writable_attributes() first) ---------------------------
@@ -186,9 +190,17 @@ def writable_attributes(span: Any, known_layout: bool, max_attributes: int) -> d
     return None
 
 
-def sole_processor(span: Any) -> Any:
-    """The processor ``span`` ends into, when a :class:`DirectSpanFactory` built it (else None)."""
-    return getattr(span, "_span_processor", None) if _usable else None
+def _no_processor(span: Any) -> Any:
+    return None
+
+
+#: ``sole_processor(span)``: the processor a recording span of flowtel's provider ends into
+#: (compared with flowtel's assembler: a direct span); None when the internals are not used.
+sole_processor: Callable[[Any], Any] = _no_processor
+
+#: ``end_time(span)``: the end time of a span :func:`writable_attributes` gave a dict for (None
+#: while it is open); a C-level read: it guards every direct attribute write.
+end_time: Callable[[Any], int | None] = operator.attrgetter("_end_time")
 
 
 def set_ok_unless_set(span: Any) -> None:
@@ -197,10 +209,13 @@ def set_ok_unless_set(span: Any) -> None:
         span._status = _OK_STATUS
 
 
-def end_directly(span: Any, end_time: int) -> None:
+def end_directly(span: Any, end_time: int, ok: bool = False) -> None:
     """End ``span`` (built by a :class:`DirectSpanFactory`) as ``span.end`` would, but hand the
     ended span itself to its processor instead of a ``ReadableSpan`` copy: nothing can change it
-    any more (every SDK setter, and flowtel's own, checks the end time). Ending twice does nothing."""
+    any more (every SDK setter, and flowtel's own, checks the end time). Ending twice does nothing.
+    ``ok``: first :func:`set_ok_unless_set` (one call for ``@trace``'s normal exit)."""
+    if ok and span._status.status_code is _UNSET:
+        span._status = _OK_STATUS
     with span._lock:
         if span._end_time is not None:
             return
@@ -213,17 +228,13 @@ def end_directly(span: Any, end_time: int) -> None:
 
 
 def defer(span: Any, key: str, value: Any, token: Any) -> None:
-    """Keep ``value`` (to encode later under ``token``) on the SDK span, for :func:`deferred_values`."""
+    """Keep ``value`` (to encode later under ``token``) on the SDK span, in its ``DEFERRED_SLOT``
+    attribute (readers use ``getattr(span, DEFERRED_SLOT, None)``, valid on any object)."""
     deferred = span.__dict__.get(DEFERRED_SLOT)
     if deferred is None:
         setattr(span, DEFERRED_SLOT, {key: (value, token)})
     else:
         deferred[key] = (value, token)
-
-
-def deferred_values(span: Any) -> dict[str, tuple[Any, Any]] | None:
-    """What :func:`defer` kept on ``span`` (any span: None when nothing)."""
-    return getattr(span, DEFERRED_SLOT, None)
 
 
 def clear_deferred(span: Any) -> None:
@@ -252,21 +263,24 @@ def attribute_mapping(span: Any) -> Mapping[str, Any]:
 
 def event_list(span: Any) -> Sequence[Any]:
     """A finished span's events, without the locked copy ``ReadableSpan.events`` makes."""
-    return _plain_list(getattr(span, "_events", None)) if _usable else span.events
+    if not _usable:
+        return span.events  # type: ignore[no-any-return]
+    stored = getattr(span, "_events", None)
+    fields = getattr(stored, "__dict__", None)
+    if fields is not None and "_maxlen" in fields:  # a _LazyBoundedList (below)
+        return fields.get("_dq", ())  # type: ignore[no-any-return]  # no deque yet: nothing was ever added
+    return () if stored is None else getattr(stored, "_dq", stored)  # a BoundedList holds a deque
 
 
 def link_list(span: Any) -> Sequence[Any]:
     """A finished span's links, without the locked copy ``ReadableSpan.links`` makes."""
-    return _plain_list(getattr(span, "_links", None)) if _usable else getattr(span, "links", ())
-
-
-def _plain_list(stored: Any) -> Sequence[Any]:
-    if stored is None:
-        return ()
+    if not _usable:
+        return getattr(span, "links", ())  # type: ignore[no-any-return]
+    stored = getattr(span, "_links", None)
     fields = getattr(stored, "__dict__", None)
     if fields is not None and "_maxlen" in fields:  # a _LazyBoundedList (below)
-        return fields.get("_dq", ())  # type: ignore[no-any-return]  # no deque yet: nothing was ever added
-    return getattr(stored, "_dq", stored)  # type: ignore[no-any-return]  # a BoundedList holds a deque
+        return fields.get("_dq", ())  # type: ignore[no-any-return]
+    return () if stored is None else getattr(stored, "_dq", stored)
 
 
 # -- starting spans without Tracer.start_span ------------------------------------------------------

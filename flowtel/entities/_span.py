@@ -400,7 +400,7 @@ class LiveSpan(Span):
         # Values are already-encoded strings, valid OTel attribute values by construction, so
         # OTel's per-value validation (the largest cost of a span) is skipped while the span is
         # open; anything unusual goes through the regular SDK path.
-        if attrs is not None and self._span.is_recording() and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
+        if attrs is not None and _end_time(self._span) is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
             attrs[key] = raw
         elif self._span.is_recording():
             self._span.set_attribute(key, raw)
@@ -416,7 +416,7 @@ class LiveSpan(Span):
         """
         attrs = self._attrs
         span = self._span
-        if self._direct and attrs is not None and span.is_recording() and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
+        if self._direct and attrs is not None and _end_time(span) is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
             _otel_sdk.defer(span, key, value, token)
             attrs[key] = DEFERRED
         else:
@@ -438,7 +438,7 @@ class LiveSpan(Span):
 
     def _set_raw_many(self, raw: dict[str, str]) -> None:
         attrs = self._attrs
-        if attrs is not None and self._span.is_recording() and len(attrs) + len(raw) <= _MAX_ATTRIBUTES:
+        if attrs is not None and _end_time(self._span) is None and len(attrs) + len(raw) <= _MAX_ATTRIBUTES:
             attrs.update(raw)
         elif self._span.is_recording():
             self._span.set_attributes(raw)
@@ -498,7 +498,7 @@ class LiveSpan(Span):
         """
         span = self._span
         attrs = self._attrs
-        if attrs is None or not span.is_recording():
+        if attrs is None or _end_time(span) is not None:
             if has_outputs:
                 self.set_outputs(outputs)
             self.end()
@@ -508,6 +508,9 @@ class LiveSpan(Span):
                 self._defer(SpanAttributeKey.OUTPUTS, outputs, defer_token)
             else:
                 self._set_raw(SpanAttributeKey.OUTPUTS, _hooks.encode_attribute(SpanAttributeKey.OUTPUTS, outputs))
+        if self._direct and not _hooks.span_processors:
+            _otel_sdk.end_directly(span, _hooks.now_ns(), True)  # status OK unless set, then end
+            return
         _otel_sdk.set_ok_unless_set(span)
         if _hooks.span_processors:
             _hooks.before_end(self)
@@ -606,6 +609,7 @@ def _now_ns() -> int:
 # attribute value) recognised by identity, never by equality, so no user value can pass for it.
 DEFERRED = "".join(('"', "[flowtel: not yet encoded]", '"'))
 _DEFERRED_SLOT = _otel_sdk.DEFERRED_SLOT
+_end_time = _otel_sdk.end_time
 
 
 def materialize(span: Any, *, final: bool = False) -> None:
@@ -615,7 +619,7 @@ def materialize(span: Any, *, final: bool = False) -> None:
     was replaced by a later write is left alone. ``final`` (the span has ended, so nothing more
     can be deferred on it) also drops the deferred values.
     """
-    deferred = _otel_sdk.deferred_values(span)
+    deferred = getattr(span, _DEFERRED_SLOT, None)
     if not deferred:
         return
     attrs = _otel_sdk.attribute_dict(span)
@@ -775,7 +779,7 @@ def plain_attributes(span: Any) -> Mapping[str, Any]:
     ``ReadableSpan.attributes`` wraps OTel's BoundedAttributes in a MappingProxy, and iterating
     either goes through Python-level generators; the dict underneath is several times faster.
     """
-    if _otel_sdk.deferred_values(span):
+    if getattr(span, _DEFERRED_SLOT, None):
         materialize(span)
     return _otel_sdk.attribute_mapping(span)
 
@@ -792,15 +796,15 @@ def attribute_bytes(spans: Any, event_bytes: int = 400) -> int:
     For size estimates on the caller's thread, so it only reads lengths."""
     total = 0
     for span in spans:
-        values = stored_attributes(span).values()
-        events = len(plain_events(span))  # (creates no deque that was never needed)
+        values = _otel_sdk.attribute_mapping(span).values()
+        events = len(_otel_sdk.event_list(span))  # (creates no deque that was never needed)
         try:
             total += sum(map(len, values))  # flowtel's values are all strings: one C loop
         except TypeError:
             total += sum(len(v) if type(v) is str else 16 for v in values)
         if events:
             total += events * event_bytes
-        deferred = _otel_sdk.deferred_values(span)
+        deferred = getattr(span, _DEFERRED_SLOT, None)
         if deferred:
             total += _deferred_bytes(deferred)
     return total
