@@ -19,12 +19,15 @@ for spans on flowtel's own private provider, flowtel reaches into the SDK:
 - attaches and detaches the current span with OTel's private context key and runtime context
   (``context_with_span``, ``detach``).
 
-Nothing outside this module touches a private OTel name. Everything here is guarded twice: the
+Nothing else on the span path touches a private OTel name (the delivery side's
+instrumentation-suppression key is a separate matter). Everything here is guarded twice: the
 installed SDK's version must lie in ``VERIFIED_RANGE`` (the releases this code was checked
 against, oldest and newest), and a structural self-check of a probe span must pass. Otherwise
-:func:`internals_usable` is False, every function here takes the public API (``Tracer.start_span``,
-``span.set_attribute``, ``span.end()``, ``span.attributes`` ...) and flowtel behaves the same,
-only slower; the reason is logged once, at debug level. Extending the range means running the
+:func:`internals_usable` is False: ``DirectSpanFactory.for_tracer`` and ``writable_attributes``
+give nothing (so ``end_directly``, ``defer`` and the other writers are never reached), the
+context and read functions take their public forms, and flowtel uses ``Tracer.start_span``,
+``span.set_attribute``, ``span.end()``, ``span.attributes`` ... -- the same traces, only slower.
+The reason is logged once, at debug level. Extending the range means running the
 test suite against the new release (``tests/test_otel_sdk.py`` and ``tests/test_span_starter.py``
 compare both paths).
 """
@@ -275,7 +278,7 @@ def event_list(span: Any) -> Sequence[Any]:
 def link_list(span: Any) -> Sequence[Any]:
     """A finished span's links, without the locked copy ``ReadableSpan.links`` makes."""
     if not _usable:
-        return getattr(span, "links", ())  # type: ignore[no-any-return]
+        return getattr(span, "links", ())
     stored = getattr(span, "_links", None)
     fields = getattr(stored, "__dict__", None)
     if fields is not None and "_maxlen" in fields:  # a _LazyBoundedList (below)
