@@ -193,7 +193,7 @@ def test_template_built_spans_have_the_sdk_layout_and_behave_alike() -> None:
     provider, recorder = _provider()
     tracer = provider.get_tracer("flowtel", "1")
     starter = SpanStarter(provider, tracer, always_sample=True)
-    assert starter._template is not None  # this SDK's layout is the one known
+    assert starter.template_layout  # this SDK's layout is the one known
     for fast in (False, True):
         recorder.ended.clear()
         span = starter.start("op", None, 1_000) if fast else tracer.start_span("op", start_time=1_000)

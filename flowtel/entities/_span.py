@@ -1,7 +1,7 @@
 """Spans: immutable :class:`Span`, the mutable :class:`LiveSpan` and :class:`NoOpSpan`.
 
 Also here, because :class:`LiveSpan` reads them as this module's globals: the capture hooks
-(:func:`set_capture_hooks`) and deferred encoding (:func:`materialize`). Span types and log levels
+(installed through `entities._hooks`) and deferred encoding (:func:`materialize`). Span types and log levels
 live in :mod:`~flowtel.entities._span_type`; ids, links and the span dict copy in
 :mod:`~flowtel.entities._span_dicts`.
 """
@@ -20,6 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext
 from opentelemetry.trace import Status as OTelStatus
 from opentelemetry.trace import StatusCode as OTelStatusCode
 
+from flowtel import _otel_sdk
 from flowtel.entities import _hooks, _ids
 from flowtel.entities._constants import NO_OP_SPAN_TRACE_ID, SpanAttributeKey
 from flowtel.entities._json import dump_json, json_len, load_json
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 _EMPTY_RESOURCE = Resource.get_empty()
 _OTEL_ERROR = OTelStatusCode.ERROR
-_OTEL_UNSET = OTelStatusCode.UNSET
 _OTEL_OK_STATUS = OTelStatus(OTelStatusCode.OK)
 
 
@@ -314,13 +314,15 @@ class LiveSpan(Span):
     Not meant to be shared between threads while it is being mutated.
     """
 
+    _span: OTelSdkSpan  # (a Span holds a ReadableSpan; a live one, the SDK span itself)
+
     def __init__(self, otel_span: OTelSdkSpan, trace_id: str | None = None, span_type: str = SpanType.UNKNOWN,
                  *, direct: bool = False, known_layout: bool = False):
         self._span = otel_span
         self._trace_id = trace_id
         self._span_type = span_type
         # known_layout: the span starter checked this SDK's span layout (its template).
-        self._attrs = otel_span._attributes._dict if known_layout else _writable_attribute_dict(otel_span)
+        self._attrs = _otel_sdk.writable_attributes(otel_span, known_layout, _MAX_ATTRIBUTES)
         # ``direct``: the SDK span was built by flowtel's span starter with flowtel's trace
         # assembler as its only processor. It then ends without the SDK's snapshot copy, and
         # immutable values may be encoded later, off the caller's thread (see ``_defer``).
@@ -339,7 +341,7 @@ class LiveSpan(Span):
 
     def set_span_type(self, span_type: str) -> None:
         self._span_type = span_type
-        self._set_raw(SpanAttributeKey.SPAN_TYPE, _ENCODE_ATTRIBUTE(SpanAttributeKey.SPAN_TYPE, span_type))
+        self._set_raw(SpanAttributeKey.SPAN_TYPE, _hooks.encode_attribute(SpanAttributeKey.SPAN_TYPE, span_type))
 
     def set_description(self, description: str) -> None:
         self.set_attribute(SpanAttributeKey.DESCRIPTION, description)
@@ -366,14 +368,14 @@ class LiveSpan(Span):
         if not isinstance(key, str):
             _report(f"Attribute keys must be strings, got {type(key).__name__}; ignored.")
             return
-        self._set_raw(key, _ENCODE_ATTRIBUTE(key, value))
+        self._set_raw(key, _hooks.encode_attribute(key, value))
 
     def _set_raw(self, key: str, raw: str) -> None:
         attrs = self._attrs
         # Values are already-encoded strings, valid OTel attribute values by construction, so
         # OTel's per-value validation (the largest cost of a span) is skipped while the span is
         # open; anything unusual goes through the regular SDK path.
-        if attrs is not None and self._span._end_time is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
+        if attrs is not None and _end_time(self._span) is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
             attrs[key] = raw
         elif self._span.is_recording():
             self._span.set_attribute(key, raw)
@@ -389,15 +391,11 @@ class LiveSpan(Span):
         """
         attrs = self._attrs
         span = self._span
-        if self._direct and attrs is not None and span._end_time is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
-            deferred = span.__dict__.get(_DEFERRED_SLOT)
-            if deferred is None:
-                setattr(span, _DEFERRED_SLOT, {key: (value, token)})
-            else:
-                deferred[key] = (value, token)
+        if self._direct and attrs is not None and _end_time(span) is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
+            _otel_sdk.defer(span, key, value, token)
             attrs[key] = DEFERRED
         else:
-            self._set_raw(key, _ENCODE_DEFERRED(key, value, token))
+            self._set_raw(key, _hooks.encode_deferred(key, value, token))
 
     def _finish(self, end_time: int) -> None:
         """End the SDK span at ``end_time``.
@@ -411,19 +409,11 @@ class LiveSpan(Span):
         if not self._direct:  # (nothing is ever deferred on these: see _defer)
             span.end(end_time=end_time)
             return
-        with span._lock:
-            if span._end_time is not None:
-                return
-            span._end_time = end_time
-            span._attributes._immutable = True
-        record_end_metrics = span._record_end_metrics
-        if record_end_metrics is not None:
-            record_end_metrics()
-        span._span_processor.on_end(span)
+        _otel_sdk.end_directly(span, end_time)
 
     def _set_raw_many(self, raw: dict[str, str]) -> None:
         attrs = self._attrs
-        if attrs is not None and self._span._end_time is None and len(attrs) + len(raw) <= _MAX_ATTRIBUTES:
+        if attrs is not None and _end_time(self._span) is None and len(attrs) + len(raw) <= _MAX_ATTRIBUTES:
             attrs.update(raw)
         elif self._span.is_recording():
             self._span.set_attributes(raw)
@@ -440,7 +430,7 @@ class LiveSpan(Span):
 
     def add_event(self, event: SpanEvent) -> None:
         if self._span.is_recording():
-            self._span.add_event(event.name, _EVENT_ATTRIBUTES(event.name, event.attributes), event.timestamp)
+            self._span.add_event(event.name, _hooks.event_attributes(event.name, event.attributes), event.timestamp)
 
     def record_exception(self, exception: BaseException | str) -> None:
         """Add an ``exception`` event and set the status to ERROR."""
@@ -449,7 +439,7 @@ class LiveSpan(Span):
         event = SpanEvent.from_exception(exception)
         event.timestamp = _now_ns()
         self.add_event(event)
-        self.set_status(SpanStatus(SpanStatusCode.ERROR, _STATUS_DESCRIPTION(type(exception).__name__, _error_message(exception))))
+        self.set_status(SpanStatus(SpanStatusCode.ERROR, _hooks.status_description(type(exception).__name__, _error_message(exception))))
 
     def end(
         self,
@@ -483,7 +473,7 @@ class LiveSpan(Span):
         """
         span = self._span
         attrs = self._attrs
-        if attrs is None or span._end_time is not None:
+        if attrs is None or _end_time(span) is not None:
             if has_outputs:
                 self.set_outputs(outputs)
             self.end()
@@ -492,9 +482,11 @@ class LiveSpan(Span):
             if defer_token is not None:
                 self._defer(SpanAttributeKey.OUTPUTS, outputs, defer_token)
             else:
-                self._set_raw(SpanAttributeKey.OUTPUTS, _ENCODE_ATTRIBUTE(SpanAttributeKey.OUTPUTS, outputs))
-        if span._status.status_code is _OTEL_UNSET:
-            span._status = _OTEL_OK_STATUS
+                self._set_raw(SpanAttributeKey.OUTPUTS, _hooks.encode_attribute(SpanAttributeKey.OUTPUTS, outputs))
+        if self._direct and not _hooks.span_processors:
+            _otel_sdk.end_directly(span, _hooks.now_ns(), True)  # status OK unless set, then end
+            return
+        _otel_sdk.set_ok_unless_set(span)
         if _hooks.span_processors:
             _hooks.before_end(self)
         self._finish(_hooks.now_ns())
@@ -587,37 +579,12 @@ def _now_ns() -> int:
     return _hooks.now_ns()
 
 
-def _encode(key: str, value: Any) -> str:
-    return dump_json(value)
-
-
-def _plain_status_description(exc_type: str, message: str) -> str:
-    return f"{exc_type}: {message}"
-
-
-# Every recorded value goes through these; the tracing layer installs its capture policy
-# (size limits, redaction, the no-content switch) here.
-_ENCODE_ATTRIBUTE: Any = _encode
-_EVENT_ATTRIBUTES: Any = None  # set below
-_STATUS_DESCRIPTION: Any = _plain_status_description
-
-
-_ENCODE_DEFERRED: Any = lambda key, value, token: _ENCODE_ATTRIBUTE(key, value)  # noqa: E731
-
-
-def set_capture_hooks(encode_attribute: Any, event_attributes: Any, status_description: Any,
-                      encode_deferred: Any = None) -> None:
-    global _ENCODE_ATTRIBUTE, _EVENT_ATTRIBUTES, _STATUS_DESCRIPTION, _ENCODE_DEFERRED
-    _ENCODE_ATTRIBUTE, _EVENT_ATTRIBUTES, _STATUS_DESCRIPTION = encode_attribute, event_attributes, status_description
-    if encode_deferred is not None:
-        _ENCODE_DEFERRED = encode_deferred
-
-
 # -- values encoded off the caller's thread --------------------------------------------------------
 # The marker a deferred value holds in the attribute dict until it is encoded: a str (a valid
 # attribute value) recognised by identity, never by equality, so no user value can pass for it.
 DEFERRED = "".join(('"', "[flowtel: not yet encoded]", '"'))
-_DEFERRED_SLOT = "_flowtel_deferred"  # on the SDK span: {key: (value, token)}
+_DEFERRED_SLOT = _otel_sdk.DEFERRED_SLOT
+_end_time = _otel_sdk.end_time
 
 
 def materialize(span: Any, *, final: bool = False) -> None:
@@ -630,18 +597,18 @@ def materialize(span: Any, *, final: bool = False) -> None:
     deferred = getattr(span, _DEFERRED_SLOT, None)
     if not deferred:
         return
+    attrs = _otel_sdk.attribute_dict(span)
     try:
-        attrs = span._attributes._dict
         for key, (value, token) in list(deferred.items()):
             if attrs.get(key) is DEFERRED:
-                attrs[key] = _ENCODE_DEFERRED(key, value, token)
+                attrs[key] = _hooks.encode_deferred(key, value, token)
     except Exception as exc:  # noqa: BLE001 - reading a span must not raise
         _report(f"flowtel could not encode a recorded value: {exc!r}")
         for key in deferred:
-            if span._attributes._dict.get(key) is DEFERRED:
-                span._attributes._dict[key] = dump_json(f"[unrecordable value: {type(exc).__name__}]")
+            if attrs.get(key) is DEFERRED:
+                attrs[key] = dump_json(f"[unrecordable value: {type(exc).__name__}]")
     if final:
-        setattr(span, _DEFERRED_SLOT, None)
+        _otel_sdk.clear_deferred(span)
 
 
 def _report(message: str) -> None:
@@ -655,21 +622,6 @@ def _error_message(exception: BaseException) -> str:
         return "<unprintable>"
 
 
-def _event_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
-    clean: dict[str, Any] = {}
-    for key, value in (attributes or {}).items():
-        if isinstance(value, (str, bool, int, float)):
-            clean[str(key)] = value
-        elif isinstance(value, (list, tuple)) and all(
-            isinstance(v, (str, bool, int, float)) for v in value
-        ):
-            clean[str(key)] = list(value)
-        else:
-            clean[str(key)] = dump_json(value)
-    return clean
-
-
-_EVENT_ATTRIBUTES = _event_attributes
 
 
 _MAX_ATTRIBUTES = 1000  # flowtel's provider sets SpanLimits(max_attributes=1000)
@@ -683,17 +635,13 @@ def plain_attributes(span: Any) -> Mapping[str, Any]:
     """
     if getattr(span, _DEFERRED_SLOT, None):
         materialize(span)
-    return stored_attributes(span)
+    return _otel_sdk.attribute_mapping(span)
 
 
 def stored_attributes(span: Any) -> Mapping[str, Any]:
     """Like :func:`plain_attributes`, but as stored right now: values still deferred (see
     :meth:`LiveSpan._defer`) read as the :data:`DEFERRED` marker. For cheap size estimates."""
-    stored = getattr(span, "_attributes", None)
-    inner = getattr(stored, "_dict", stored)
-    if isinstance(inner, dict):
-        return inner
-    return span.attributes or {}
+    return _otel_sdk.attribute_mapping(span)
 
 
 def attribute_bytes(spans: Any, event_bytes: int = 400) -> int:
@@ -702,8 +650,8 @@ def attribute_bytes(spans: Any, event_bytes: int = 400) -> int:
     For size estimates on the caller's thread, so it only reads lengths."""
     total = 0
     for span in spans:
-        values = stored_attributes(span).values()
-        events = len(plain_events(span))  # (creates no deque that was never needed)
+        values = _otel_sdk.attribute_mapping(span).values()
+        events = len(_otel_sdk.event_list(span))  # (creates no deque that was never needed)
         try:
             total += sum(map(len, values))  # flowtel's values are all strings: one C loop
         except TypeError:
@@ -733,21 +681,12 @@ def _deferred_bytes(deferred: dict[str, tuple[Any, Any]]) -> int:
 
 def plain_events(span: Any) -> Sequence[Any]:
     """A finished span's events, read without the locked copy ``ReadableSpan.events`` makes."""
-    return _plain_list(getattr(span, "_events", None))
+    return _otel_sdk.event_list(span)
 
 
 def plain_links(span: Any) -> Sequence[Any]:
     """A finished span's links, read without the locked copy ``ReadableSpan.links`` makes."""
-    return _plain_list(getattr(span, "_links", None))
-
-
-def _plain_list(stored: Any) -> Sequence[Any]:
-    if stored is None:
-        return ()
-    fields = getattr(stored, "__dict__", None)
-    if fields is not None and "_maxlen" in fields:  # flowtel's lazy BoundedList (tracing/_spans.py)
-        return fields.get("_dq", ())  # no deque yet: nothing was ever added
-    return getattr(stored, "_dq", stored)  # a BoundedList holds a deque
+    return _otel_sdk.link_list(span)
 
 
 def _event_dicts(span: Any) -> list[dict[str, Any]]:
@@ -792,17 +731,6 @@ _SPAN_JSON_SKELETON_LEN = len(json.dumps({
 }))
 _TRACE_ID_B64_LEN = len(_ids.encode_trace_id_b64(0))
 _SPAN_ID_B64_LEN = len(_ids.encode_span_id_b64(0))
-
-
-def _writable_attribute_dict(otel_span: Any) -> dict[str, Any] | None:
-    """The SDK span's attribute dict when this SDK version has the layout we rely on."""
-    bounded = getattr(otel_span, "_attributes", None)
-    target = getattr(bounded, "_dict", None)
-    if isinstance(target, dict) and getattr(bounded, "maxlen", None) in (None, _MAX_ATTRIBUTES) and hasattr(
-        otel_span, "_end_time"
-    ) and isinstance(getattr(otel_span, "_status", None), OTelStatus):
-        return target
-    return None
 
 
 def _is_flowtel_span(span: Any) -> bool:

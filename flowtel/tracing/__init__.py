@@ -42,7 +42,6 @@ def _now_ns() -> int:
     return _clock.now_ns()
 
 
-_hooks.now_ns = _now_ns
 _span_processors: list[Callable[[Any], Any]] = []
 
 
@@ -62,8 +61,9 @@ def _before_end(span: Any) -> None:
         _apply_span_processors(span)
 
 
-_hooks.before_end = _before_end
-_hooks.span_processors = _span_processors  # the same list: in-place updates are seen there
+# The one way this layer plugs into the entities (see flowtel.entities._hooks). span_processors
+# is the same list: in-place updates are seen there.
+_hooks.install(now_ns=_now_ns, before_end=_before_end, span_processors=_span_processors)
 _capture.install()
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from flowtel import _config
-from flowtel.entities import _span as _span_module
+from flowtel.entities import _hooks
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.tracing._serialize import (
     REDACTED,
@@ -160,4 +160,6 @@ def _cut(value: str, current: CapturePolicy) -> str:
 
 
 def install() -> None:
-    _span_module.set_capture_hooks(encode_attribute, event_attributes, status_description, encode_with_policy)
+    """Make this policy the encoder of every value the entities record."""
+    _hooks.install(encode_attribute=encode_attribute, event_attributes=event_attributes,
+                   status_description=status_description, encode_deferred=encode_with_policy)

@@ -27,14 +27,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Link
 
+from flowtel import _otel_sdk
 from flowtel._config import ConfigError
 from flowtel._errors import report_internal_error
 from flowtel._exceptions import FlowtelException
-from flowtel.entities import LiveSpan, NoOpSpan, Span, SpanType
-from flowtel.entities import _span as _span_module
+from flowtel.entities import LiveSpan, NoOpSpan, Span, SpanType, _hooks
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.entities._ids import otel_trace_id_from_mlflow
 from flowtel.tracing import _capture, _clock, _runtime, _scope
@@ -60,8 +59,6 @@ __all__ = [
     "tracing_on",
 ]
 
-_SPAN_KEY = otel_trace._SPAN_KEY  # type: ignore[attr-defined]
-_RUNTIME_CONTEXT = otel_context._RUNTIME_CONTEXT
 
 # Values whose encoding can wait for the delivery worker: nothing can change them meanwhile.
 IMMUTABLE_TYPES = frozenset({str, int, float, bool, type(None)})
@@ -72,7 +69,7 @@ READ_FLUSH_TIMEOUT_S = 10.0
 
 def encode(key: str, value: Any) -> str:
     """``value`` as the JSON text stored for attribute ``key``, under the current capture policy."""
-    encoded: str = _span_module._ENCODE_ATTRIBUTE(key, value)
+    encoded: str = _hooks.encode_attribute(key, value)
     return encoded
 
 
@@ -113,7 +110,7 @@ def start_live_span(
         if record is None:
             return NoOpSpan(otel_span)
         # Direct: built by the starter for flowtel's assembler as the only processor.
-        direct = getattr(otel_span, "_span_processor", None) is assembler
+        direct = _otel_sdk.sole_processor(otel_span) is assembler
         live = LiveSpan(otel_span, None, span_type or SpanType.UNKNOWN,
                         direct=direct, known_layout=direct and runtime.starter.template_layout)
         live._set_raw_many(attributes)
@@ -129,13 +126,13 @@ def start_live_span(
 
 def attach(span: Span) -> object:
     """Make ``span`` the current span; returns the token for :func:`detach`."""
-    return otel_context.attach(otel_context.set_value(_SPAN_KEY, span._span))
+    return otel_context.attach(_otel_sdk.context_with_span(span._span))
 
 
 def detach(token: object) -> None:
     """Undo :func:`attach`. Never raises (a token from another context is ignored)."""
     try:
-        _RUNTIME_CONTEXT.detach(token)  # type: ignore[arg-type]
+        _otel_sdk.detach(token)
     except Exception:  # noqa: BLE001 - a token from another context (user moved a span
         # across tasks); OTel would log an error on every call, the span itself is fine.
         pass

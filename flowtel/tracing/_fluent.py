@@ -34,8 +34,8 @@ from flowtel.entities import (
     Trace,
     TraceMetadataKey,
     TraceState,
+    _hooks,
 )
-from flowtel.entities import _span as _span_module
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.tracing import _capture, _clock, _runtime, _scope
 from flowtel.tracing._engine import IMMUTABLE_TYPES as _IMMUTABLE_TYPES
@@ -102,11 +102,11 @@ class _Options:
     def static_attributes(self) -> dict[str, str]:
         """The attributes that are the same for every call (encoded once). Not to be mutated."""
         static = self._static
-        if static is None or _span_module._ENCODE_ATTRIBUTE is not self._static_encoder or _capture._policy is not self._static_policy:
+        if static is None or _hooks.encode_attribute is not self._static_encoder or _capture._policy is not self._static_policy:
             static = _start_attributes(
                 self.span_type, self.attributes, function_name=self.binder.function_name, extra=self.extra
             )
-            self._static, self._static_encoder, self._static_policy = static, _span_module._ENCODE_ATTRIBUTE, _capture._policy
+            self._static, self._static_encoder, self._static_policy = static, _hooks.encode_attribute, _capture._policy
         return static
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LiveSpan | NoOpSpan:
