@@ -192,3 +192,48 @@ def test_bad_prices_file_raises_at_configure(tmp_path: Any, monkeypatch: Any) ->
     monkeypatch.setenv("FLOWTEL_PRICES_FILE", str(tmp_path / "missing.json"))
     with pytest.raises(ConfigError, match="cannot be read"):
         configure()
+
+
+# -- where the cost shows: OTLP backends and an MLflow server ------------------------------------
+@pytest.mark.parametrize("conventions", ["mlflow", "genai", "both"])
+def test_cost_travels_in_otlp_export(otlp_http_receiver: Any, conventions: str) -> None:
+    from flowtel.exporters import OtlpExporter
+
+    configure(prices={"acme-llm-9000": {"input": 1.0, "output": 2.0}})
+    flowtel.tracing.set_destination(OtlpExporter(otlp_http_receiver.endpoint, conventions=conventions))
+    with flowtel.start_span("agent", span_type="AGENT"):
+        _llm_call("acme-llm-9000", {"input_tokens": 1_000_000, "output_tokens": 1_000_000})
+    flowtel.flush()
+
+    received = otlp_http_receiver.wait_for_spans(2)
+    llm = next(s for s in received if s.parent_span_id is not None)
+    root = next(s for s in received if s.parent_span_id is None)
+    # The OTel GenAI conventions define no cost attribute: MLflow's travels in every convention.
+    assert json.loads(llm.attributes["mlflow.llm.cost"]) == {"input_cost": 1.0, "output_cost": 2.0, "total_cost": 3.0}
+    # The trace's cost, like its token usage, is derived from the spans by the backend.
+    assert "mlflow.llm.cost" not in root.attributes
+
+
+def test_mlflow_server_keeps_flowtel_cost(mlflow_server: Any) -> None:
+    """A price the server's own table disagrees with (gpt-4o-mini at $1000/MTok) survives: the
+    server prices a span only when it has no ``mlflow.llm.cost``, and keeps the trace metadata."""
+    from tests._mlflow_helpers import flowtel_to, new_experiment
+
+    client = mlflow_server.client()
+    experiment = new_experiment(client, "cost")
+    configure(prices={"gpt-4o-mini": {"input": 1000.0, "output": 1000.0}})
+    with flowtel_to(mlflow_server.url, experiment):
+        with flowtel.start_span("agent", span_type="AGENT"):
+            _llm_call("gpt-4o-mini", {"input_tokens": 1000, "output_tokens": 1000}, provider="openai")
+            _llm_call("acme-llm-9000", {"input_tokens": 10, "output_tokens": 10})
+        trace_id = flowtel.get_last_active_trace_id()
+
+    stored = client.get_trace(trace_id)
+    llm = next(s for s in stored.data.spans if s.get_attribute("mlflow.llm.model") == "gpt-4o-mini")
+    assert llm.get_attribute("mlflow.llm.cost") == {"input_cost": 1.0, "output_cost": 1.0, "total_cost": 2.0}
+    unpriced = next(s for s in stored.data.spans if s.get_attribute("mlflow.llm.model") == "acme-llm-9000")
+    assert unpriced.get_attribute("mlflow.llm.cost") is None
+    assert "acme-llm-9000" in unpriced.get_attribute(UNPRICED_ATTRIBUTE)
+    assert json.loads(stored.info.trace_metadata["mlflow.trace.cost"]) == {
+        "input_cost": 1.0, "output_cost": 1.0, "total_cost": 2.0}
+    assert stored.info.trace_metadata[UNPRICED_SPANS_METADATA] == "1"
