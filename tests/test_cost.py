@@ -4,8 +4,10 @@ prices from ``configure(prices=...)`` and ``FLOWTEL_PRICES_FILE``."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -16,13 +18,17 @@ from flowtel.tracing import ConfigError, configure
 from flowtel.tracing._cost import UNPRICED_ATTRIBUTE, UNPRICED_SPANS_METADATA
 from tests._servers.llm_endpoint import ScriptedLLMServer
 
-genai_prices = pytest.importorskip("genai_prices")
+needs_catalogue = pytest.mark.skipif(
+    importlib.util.find_spec("genai_prices") is None, reason="the genai-prices catalogue (flowtel[cost]) is not installed"
+)
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def _rates(model: str, provider: str) -> Any:
     """The catalogue's prices (USD per million tokens) for the model."""
+    import genai_prices
+
     return genai_prices.calc_price(genai_prices.Usage(input_tokens=1), model, provider_id=provider).model_price
 
 
@@ -41,6 +47,7 @@ def _assert_cost(actual: dict[str, float], input_cost: float, output_cost: float
 
 
 # -- the integrations, priced from the catalogue ---------------------------------------------------
+@needs_catalogue
 @pytest.mark.usefixtures("openai_autolog")
 def test_openai_chat_is_priced_with_cached_tokens(
     llm_server: ScriptedLLMServer, openai_client: Any, flowtel_traces: Any
@@ -62,6 +69,7 @@ def test_openai_chat_is_priced_with_cached_tokens(
     assert UNPRICED_SPANS_METADATA not in trace.info.trace_metadata
 
 
+@needs_catalogue
 @pytest.mark.usefixtures("anthropic_autolog")
 def test_anthropic_message_is_priced_with_cache_reads_and_writes(
     llm_server: ScriptedLLMServer, anthropic_client: Any, flowtel_traces: Any
@@ -85,6 +93,7 @@ def test_anthropic_message_is_priced_with_cache_reads_and_writes(
     _assert_cost(_trace_cost(trace), expected_input, expected_output)
 
 
+@needs_catalogue
 @pytest.mark.usefixtures("openai_autolog")
 def test_agent_with_three_llm_calls_costs_their_sum(
     llm_server: ScriptedLLMServer, openai_client: Any, flowtel_traces: Any
@@ -113,6 +122,7 @@ def test_agent_with_three_llm_calls_costs_their_sum(
     _assert_cost(total, 700 * _mtok(rates.input_mtok), 70 * _mtok(rates.output_mtok))
 
 
+@needs_catalogue
 @pytest.mark.usefixtures("openai_autolog")
 def test_unknown_model_is_marked_unpriced_not_zero(
     llm_server: ScriptedLLMServer, openai_client: Any, flowtel_traces: Any
@@ -126,6 +136,20 @@ def test_unknown_model_is_marked_unpriced_not_zero(
     assert span.llm_cost is None
     assert "acme-llm-9000" in span.get_attribute(UNPRICED_ATTRIBUTE)
     assert "mlflow.trace.cost" not in trace.info.trace_metadata
+    assert trace.info.trace_metadata[UNPRICED_SPANS_METADATA] == "1"
+
+
+@pytest.mark.usefixtures("openai_autolog")
+def test_without_the_catalogue_spans_are_unpriced_with_the_reason(
+    llm_server: ScriptedLLMServer, openai_client: Any, flowtel_traces: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setitem(sys.modules, "genai_prices", None)  # as if flowtel[cost] were not installed
+    llm_server.enqueue_openai_chat(content="hi", model="gpt-4o-mini", usage={"prompt_tokens": 10, "completion_tokens": 5})
+    openai_client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+
+    trace = flowtel_traces.last
+    assert trace.data.spans[0].llm_cost is None
+    assert "install flowtel[cost]" in trace.data.spans[0].get_attribute(UNPRICED_ATTRIBUTE)
     assert trace.info.trace_metadata[UNPRICED_SPANS_METADATA] == "1"
 
 
