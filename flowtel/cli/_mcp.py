@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -147,21 +148,31 @@ class TraceTools:
 
 def build_server(args: argparse.Namespace) -> Any:
     """The MCP server with flowtel's tools (mcp 2's ``MCPServer``, or ``FastMCP`` of mcp 1)."""
-    try:
-        from mcp.server.mcpserver import MCPServer as Server
-        from mcp.server.mcpserver.exceptions import ToolError
-    except ImportError:
-        try:
-            from mcp.server.fastmcp import FastMCP as Server
-            from mcp.server.fastmcp.exceptions import ToolError
-        except ImportError:
-            raise CliError("`flowtel mcp` needs the MCP SDK: pip install 'flowtel[mcp]'") from None
+    Server, ToolError = _sdk()
     server = Server(name="flowtel", instructions=_INSTRUCTIONS)
     tools = TraceTools(args)
     for fn in (tools.search_traces, tools.get_trace, tools.search_spans, tools.search_sessions,
                tools.get_session, tools.log_feedback):
         server.add_tool(_reporting(fn, ToolError), name=fn.__name__)
     return server
+
+
+# mcp 2 renamed FastMCP to MCPServer; both have the same tool API.
+_SDKS = (
+    ("mcp.server.mcpserver", "MCPServer", "mcp.server.mcpserver.exceptions"),
+    ("mcp.server.fastmcp", "FastMCP", "mcp.server.fastmcp.exceptions"),
+)
+
+
+def _sdk() -> tuple[Any, type[Exception]]:
+    for server_module, server_class, errors_module in _SDKS:
+        try:
+            server = getattr(importlib.import_module(server_module), server_class)
+            tool_error: type[Exception] = importlib.import_module(errors_module).ToolError
+        except (ImportError, AttributeError):
+            continue
+        return server, tool_error
+    raise CliError("`flowtel mcp` needs the MCP SDK: pip install 'flowtel[mcp]'")
 
 
 def _reporting(fn: Callable[..., Any], tool_error: type[Exception]) -> Callable[..., Any]:

@@ -18,8 +18,8 @@ from tests.integrations._helpers import (
     chunk_values,
     exception_event,
     only_span,
-    without_cost,
     tree,
+    without_cost,
 )
 
 anthropic = pytest.importorskip("anthropic")

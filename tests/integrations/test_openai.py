@@ -20,8 +20,8 @@ from tests.integrations._helpers import (
     chunk_values,
     exception_event,
     only_span,
-    without_cost,
     tree,
+    without_cost,
 )
 
 openai = pytest.importorskip("openai")
