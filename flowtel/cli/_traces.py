@@ -244,8 +244,6 @@ def delete_traces(args: argparse.Namespace) -> int:
         raise CliError("give trace ids or --before, not both (and not neither).")
     cutoff = since_ms(args.before) if args.before else None
     store = open_store(args)
-    if not callable(getattr(store, "delete_traces", None)):
-        raise CliError("this store cannot delete traces.")
     experiments = experiment_ids(args, store)
     progress = Progress("deleting", len(experiments))
     deleted = 0
