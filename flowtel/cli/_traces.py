@@ -98,14 +98,21 @@ def search(store: Any, args: argparse.Namespace, *, filter_string: str | None, o
     found: list[Trace] = []
     token: str | None = None
     experiments = experiment_ids(args, store)
-    while len(found) < limit:
-        page, token = store.search_traces(
-            experiment_ids=experiments, filter_string=filter_string, order_by=order_by,
-            max_results=min(_PAGE_SIZE, limit - len(found)), page_token=token, include_spans=include_spans,
-        )
-        found.extend(page)
-        if not token or not page:
-            break
+    progress = Progress("reading traces", limit) if limit > _PAGE_SIZE else None
+    try:
+        while len(found) < limit:
+            page, token = store.search_traces(
+                experiment_ids=experiments, filter_string=filter_string, order_by=order_by,
+                max_results=min(_PAGE_SIZE, limit - len(found)), page_token=token, include_spans=include_spans,
+            )
+            found.extend(page)
+            if progress is not None:
+                progress.advance(len(page))
+            if not token or not page:
+                break
+    finally:
+        if progress is not None:
+            progress.close()
     return found
 
 
