@@ -17,7 +17,9 @@ import pytest
 
 import flowtel
 from flowtel.tracing import _runtime, configure
-from tests._mlflow_helpers import flowtel_to, new_experiment
+
+pytest.register_assert_rewrite("tests._mlflow_helpers")
+from tests._mlflow_helpers import flowtel_to, new_experiment  # noqa: E402
 from tests._servers.mlflow_server import MlflowServer
 
 ROOT = Path(__file__).resolve().parents[1]

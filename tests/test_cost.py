@@ -241,6 +241,7 @@ def test_cost_travels_in_otlp_export(otlp_http_receiver: Any, conventions: str) 
 def test_mlflow_server_keeps_flowtel_cost(mlflow_server: Any) -> None:
     """A price the server's own table disagrees with (gpt-4o-mini at $1000/MTok) survives: the
     server prices a span only when it has no ``mlflow.llm.cost``, and keeps the trace metadata."""
+    pytest.register_assert_rewrite("tests._mlflow_helpers")
     from tests._mlflow_helpers import flowtel_to, new_experiment
 
     client = mlflow_server.client()
