@@ -268,3 +268,8 @@ FLOWTEL_SPOOL_MAX_BYTES = EnvVar(
     "FLOWTEL_SPOOL_MAX_BYTES", 512 * 1024 * 1024, _positive_int,
     "Disk used by the spool per destination at most; the oldest batches are dropped (counted) past it.",
 )
+FLOWTEL_PRICES_FILE = EnvVar(
+    "FLOWTEL_PRICES_FILE", "", str,
+    "JSON file of model prices, {model: {input, output, cache_read?, cache_write?}} in USD per million "
+    "tokens; they win over the genai-prices catalogue.",
+)

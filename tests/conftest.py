@@ -54,6 +54,7 @@ _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT
 def fresh_flowtel() -> Iterator[None]:
     """Each test starts with default configuration and tracing enabled."""
     import flowtel.tracing
+    from flowtel.tracing import _cost
 
     # mlflow's own set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ; a test that
     # drives real mlflow must not leave it (or an experiment) behind for the next test.
@@ -67,6 +68,7 @@ def fresh_flowtel() -> Iterator[None]:
             os.environ[key] = value
     flowtel.tracing.enable()
     flowtel.tracing.configure(span_processors=[])
+    _cost.reset()  # user prices and the FLOWTEL_PRICES_FILE read
     _runtime.reset()
 
 

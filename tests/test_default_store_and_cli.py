@@ -122,7 +122,7 @@ def test_cli_list_show_export(local_store_path: str, capsys: pytest.CaptureFixtu
 
     assert cli_main(["--store", local_store_path, "traces", "list"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert listing[0].split() == ["TRACE", "ID", "NAME", "STATE", "DURATION", "TOKENS", "STARTED"]
+    assert listing[0].split() == ["TRACE", "ID", "NAME", "STATE", "DURATION", "TOKENS", "COST", "SESSION", "STARTED"]
     assert "broken" in listing[1] and "ERROR" in listing[1]
     assert "agent" in listing[2] and "OK" in listing[2]
 
@@ -143,7 +143,7 @@ def test_cli_list_show_export(local_store_path: str, capsys: pytest.CaptureFixtu
 def test_cli_messages_for_unknown_id_and_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "none.db")
     assert cli_main(["--store", missing, "traces", "list"]) == 1
-    assert "No traces yet" in capsys.readouterr().err
+    assert "no traces yet" in capsys.readouterr().err
 
 
 def test_cli_unknown_id(local_store_path: str, capsys: pytest.CaptureFixture[str]) -> None:

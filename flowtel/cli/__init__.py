@@ -1,254 +1,115 @@
-"""``flowtel`` command line: look at traces in the embedded store (or an MLflow server).
+"""``flowtel`` command line: read traces and sessions in the embedded store or an MLflow server.
 
-    flowtel traces list [--limit N] [--filter "status = 'ERROR'"]
-    flowtel traces show TRACE_ID
-    flowtel traces export TRACE_ID
+    flowtel traces list [--limit N] [--since 2h] [--filter ...] [--order-by ...] [--json]
+    flowtel traces show|export TRACE_ID
+    flowtel traces delete TRACE_ID ... | --before 30d
+    flowtel traces tag TRACE_ID KEY=VALUE ... / untag TRACE_ID KEY ...
+    flowtel traces feedback TRACE_ID --name NAME --value JSON [--expectation]
+    flowtel sessions list / show SESSION_ID
+    flowtel spool list|replay|purge
+    flowtel mcp                      (MCP server over stdio for coding agents; flowtel[mcp])
+
+Every command reads ``--tracking-uri`` / ``MLFLOW_TRACKING_URI`` (an MLflow server) or else the
+embedded store (``--store`` / ``FLOWTEL_STORE_PATH``). Bad input prints one ``error:`` line on
+stderr and exits non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import NoReturn
 
+from flowtel.cli._common import CliError
 from flowtel.cli._push import add_push_commands
+from flowtel.cli._traces import render_trace
 from flowtel.cli._ui import add_ui_commands
-from flowtel.entities import Span, Trace
 
-_PREVIEW_CHARS = 80
+__all__ = ["main", "render_trace"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
-        parser.print_help()
+        (getattr(args, "help_parser", None) or parser).print_help()
         return 2
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `flowtel traces list | head`
+        return 0
     except Exception as exc:  # noqa: BLE001 - a CLI prints one clear line, not a traceback
-        from flowtel._config import ConfigError
-        from flowtel._exceptions import FlowtelException
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
 
-        if isinstance(exc, (FlowtelException, ConfigError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise
+
+def _one_line(exc: BaseException) -> str:
+    from flowtel._config import ConfigError
+    from flowtel._exceptions import FlowtelException
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, (CliError, FlowtelException, ConfigError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowtel", description="Inspect flowtel traces.")
+    from flowtel.cli._sessions import add_session_commands
+    from flowtel.cli._spool import add_spool_commands
+    from flowtel.cli._traces import add_trace_commands
+
+    parser = _Parser(prog="flowtel", description="Inspect flowtel traces and sessions.")
     parser.add_argument(
         "--store", help="path of the embedded store (default: $FLOWTEL_STORE_PATH or ./flowtel-traces.db)"
     )
-    parser.add_argument("--tracking-uri", help="read from an MLflow server instead (http://host:port)")
-    sub = parser.add_subparsers(dest="command")
-    traces = sub.add_parser("traces", help="list, show and export traces")
-    traces_sub = traces.add_subparsers(dest="action")
-
-    listing = traces_sub.add_parser("list", help="newest traces first")
-    listing.add_argument("--limit", type=int, default=20)
-    listing.add_argument("--filter", dest="filter_string", help="MLflow filter, e.g. \"status = 'ERROR'\"")
-    listing.add_argument("--experiment-id", action="append", dest="experiment_ids")
-    listing.set_defaults(handler=_list)
-
-    show = traces_sub.add_parser("show", help="the span tree of one trace")
-    show.add_argument("trace_id", help="a trace id, or 'latest' for the newest trace")
-    show.set_defaults(handler=_show)
-
-    export = traces_sub.add_parser("export", help="one trace as JSON (Trace.to_dict)")
-    export.add_argument("trace_id", help="a trace id, or 'latest' for the newest trace")
-    export.set_defaults(handler=_export)
-    add_push_commands(traces_sub)
-    try:
-        from flowtel.cli._spool import add_spool_commands
-    except ImportError:
-        pass
-    else:
-        add_spool_commands(sub)
+    parser.add_argument(
+        "--tracking-uri", help="read an MLflow server instead (http://host:port; default $MLFLOW_TRACKING_URI)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    add_push_commands(add_trace_commands(sub))
+    add_session_commands(sub)
+    add_spool_commands(sub)
     add_ui_commands(sub)
+    mcp = sub.add_parser("mcp", help="serve traces to coding agents over MCP (stdio); needs flowtel[mcp]")
+    mcp.set_defaults(handler=_mcp)
+    for name, child in sub.choices.items():
+        if name != "mcp":
+            child.set_defaults(help_parser=child)
+    _add_store_options_to_leaves(parser, top=True)
     return parser
 
 
-def _configure(args: argparse.Namespace) -> Any:
-    from flowtel.tracing import _runtime
-
-    if args.store:
-        os.environ["FLOWTEL_STORE_PATH"] = args.store
-    if args.tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
-    if not args.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
-        path = os.environ.get("FLOWTEL_STORE_PATH", "flowtel-traces.db")
-        if not os.path.exists(path):
-            print(f"No traces yet: the store {path!r} does not exist. Run some traced code first "
-                  "(or pass --store PATH).", file=sys.stderr)
-            return None
-    store = _runtime.get_runtime().store
-    return store
-
-
-def _experiments(args: argparse.Namespace) -> list[str] | None:
-    return getattr(args, "experiment_ids", None)
-
-
-def _list(args: argparse.Namespace) -> int:
-    store = _configure(args)
-    if store is None:
-        return 1
-    experiments = _experiments(args) or _all_experiments(store)
-    traces, _ = store.search_traces(
-        experiment_ids=experiments, filter_string=args.filter_string, order_by=None,
-        max_results=max(1, args.limit), page_token=None, include_spans=False,
-    )
-    if not traces:
-        print("No traces found." + (f" (filter: {args.filter_string})" if args.filter_string else ""))
-        return 0
-    rows = [("TRACE ID", "NAME", "STATE", "DURATION", "TOKENS", "STARTED")]
-    for t in traces:
-        rows.append((
-            t.info.trace_id,
-            t.info.tags.get("mlflow.traceName", ""),
-            t.info.state.value,
-            _ms(t.info.execution_duration),
-            _tokens(t.info.token_usage),
-            _time(t.info.request_time),
-        ))
-    _print_table(rows)
-    return 0
-
-
-def _all_experiments(store: Any) -> list[str] | None:
-    list_ids = getattr(store, "experiment_ids", None)
-    return list(list_ids()) if callable(list_ids) else None
-
-
-def _show(args: argparse.Namespace) -> int:
-    store = _configure(args)
-    if store is None:
-        return 1
-    trace = _lookup(store, args.trace_id)
-    if trace is None:
-        return 1
-    print(render_trace(trace))
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    store = _configure(args)
-    if store is None:
-        return 1
-    trace = _lookup(store, args.trace_id)
-    if trace is None:
-        return 1
-    print(json.dumps(trace.to_dict(), indent=2, ensure_ascii=False))
-    return 0
-
-
-def _lookup(store: Any, trace_id: str) -> Trace | None:
-    if trace_id == "latest":
-        traces, _ = store.search_traces(
-            experiment_ids=_all_experiments(store), filter_string=None, order_by=None,
-            max_results=1, page_token=None, include_spans=False,
-        )
-        if not traces:
-            print("No traces found.", file=sys.stderr)
-            return None
-        trace_id = traces[0].info.trace_id
-    trace = store.get_trace(trace_id)
-    if trace is None:
-        print(f"error: no trace with id {trace_id!r}. `flowtel traces list` shows the ids.", file=sys.stderr)
-    return trace
-
-
-# -- rendering -----------------------------------------------------------------------------------
-def render_trace(trace: Trace) -> str:
-    """The trace as a header and an indented span tree with types, durations, status and IO."""
-    info = trace.info
-    lines = [
-        f"Trace {info.trace_id}  {info.tags.get('mlflow.traceName', '')}",
-        (
-            f"  state: {info.state.value}   duration: {_ms(info.execution_duration)}   "
-            f"started: {_time(info.request_time)}   tokens: {_tokens(info.token_usage)}"
-        ),
+def _add_store_options_to_leaves(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--store`` / ``--tracking-uri`` are accepted after the command too (``flowtel traces
+    list --store x.db``); there they default to nothing so the global ones still count."""
+    children = [
+        child for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+        for child in action.choices.values()
     ]
-    user_tags = {k: v for k, v in info.tags.items() if not k.startswith("mlflow.")}
-    if user_tags:
-        lines.append(f"  tags: {user_tags}")
-    for key in ("mlflow.trace.session", "mlflow.trace.user"):
-        if key in info.trace_metadata:
-            lines.append(f"  {key.rsplit('.', 1)[-1]}: {info.trace_metadata[key]}")
-    lines.append("")
-    children: dict[str | None, list[Span]] = {}
-    ids = {s.span_id for s in trace.data.spans}
-    for span in trace.data.spans:
-        parent = span.parent_id if span.parent_id in ids else None
-        children.setdefault(parent, []).append(span)
-    for group in children.values():
-        group.sort(key=lambda s: s.start_time_ns)
-    for root in children.get(None, []):
-        _render_span(root, children, "", True, lines, is_root=True)
-    return "\n".join(lines)
+    if not children and not top:
+        for flag, dest in (("--store", "store"), ("--tracking-uri", "tracking_uri")):
+            try:
+                parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            except argparse.ArgumentError:
+                pass  # the command has its own option of that name
+    for child in children:
+        _add_store_options_to_leaves(child)
 
 
-def _render_span(span: Span, children: dict[str | None, list[Span]], prefix: str, last: bool,
-                 lines: list[str], is_root: bool = False) -> None:
-    branch = "" if is_root else ("└─ " if last else "├─ ")
-    duration: float | None = None
-    if span.end_time_ns is not None:
-        duration = (span.end_time_ns - span.start_time_ns) / 1_000_000
-    status = span.status.status_code.value
-    mark = "✗" if status == "ERROR" else "✓"
-    lines.append(f"{prefix}{branch}{mark} {span.name} [{span.span_type or 'UNKNOWN'}] {_ms(duration)}")
-    inner = prefix + ("" if is_root else ("   " if last else "│  "))
-    detail = inner + ("   " if not children.get(span.span_id) else "│  ")
-    if span.inputs is not None:
-        lines.append(f"{detail}in:  {_preview(span.inputs)}")
-    if span.outputs is not None:
-        lines.append(f"{detail}out: {_preview(span.outputs)}")
-    if status == "ERROR":
-        lines.append(f"{detail}error: {span.status.description}")
-    kids = children.get(span.span_id, [])
-    for i, child in enumerate(kids):
-        _render_span(child, children, inner, i == len(kids) - 1, lines)
+def _mcp(args: argparse.Namespace) -> int:
+    from flowtel.cli._mcp import serve
 
-
-def _preview(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split())
-    return text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 1] + "…"
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int) and value == 0:
-        return "<1 ms"  # trace durations are whole milliseconds
-    if value < 1:
-        return f"{value:.2f} ms"
-    return f"{value:.0f} ms" if value < 10_000 else f"{value / 1000:.1f} s"
-
-
-def _tokens(usage: dict[str, int] | None) -> str:
-    if not usage:
-        return "-"
-    return str(usage.get("total_tokens", usage.get("input_tokens", 0) + usage.get("output_tokens", 0)))
-
-
-def _time(ms: int) -> str:
-    from datetime import datetime
-
-    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    return serve(args)
 
 
 if __name__ == "__main__":

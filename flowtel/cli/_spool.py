@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowtel.cli._common import print_table
+
 if TYPE_CHECKING:
     from flowtel.delivery import Destination
     from flowtel.delivery._pipeline import DeliveryOptions
@@ -74,7 +76,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             s.directory.name, str(s.traces), str(s.batches), _human_bytes(s.bytes),
             _age(s.oldest_ns), str(s.claimed_batches), s.destination_key or "?",
         ))
-    _print_table(rows)
+    print_table(rows)
     print(f"\nSpool root: {root}")
     return 0
 
@@ -214,11 +216,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return 2
 
-
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def _human_bytes(size: int) -> str:

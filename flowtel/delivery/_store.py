@@ -46,6 +46,14 @@ class TraceStore(abc.ABC):
     @abc.abstractmethod
     def delete_assessment(self, trace_id: str, assessment_id: str) -> None: ...
 
+    def delete_traces(self, experiment_id: str, trace_ids: list[str] | None = None,
+                      max_timestamp_millis: int | None = None) -> int:
+        """Delete traces of one experiment: by id, or all started at or before
+        ``max_timestamp_millis``. Returns how many were deleted."""
+        from flowtel._exceptions import FlowtelException
+
+        raise FlowtelException(f"{type(self).__name__} cannot delete traces.")
+
     def close(self) -> None:
         return None
 

@@ -7,14 +7,14 @@ import concurrent.futures
 import contextvars
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from flowtel._config import ConfigError
 from flowtel.delivery import destination_for
 from flowtel.entities import _hooks
-from flowtel.tracing import _capture, _clock, _runtime
+from flowtel.tracing import _capture, _clock, _cost, _runtime
 from flowtel.tracing._notebook import disable_notebook_display, enable_notebook_display
 from flowtel.tracing._scope import context
 
@@ -90,15 +90,18 @@ def reset() -> None:
     """Deliver what is queued, then forget all configuration; the next span starts afresh."""
     _span_processors.clear()
     _capture.set_policy(None)
+    _cost.reset()
     _runtime.reset()
 
 
 class _Configuration:
     """Returned by :func:`configure`; as a context manager it restores the previous settings."""
 
-    def __init__(self, previous: list[Callable[[Any], Any]], previous_policy: _capture.CapturePolicy | None) -> None:
+    def __init__(self, previous: list[Callable[[Any], Any]], previous_policy: _capture.CapturePolicy | None,
+                 previous_prices: dict[str, _cost.Price] | None = None) -> None:
         self._previous = previous
         self._previous_policy = previous_policy
+        self._previous_prices = previous_prices
 
     def __enter__(self) -> _Configuration:
         return self
@@ -107,6 +110,8 @@ class _Configuration:
         _span_processors[:] = self._previous
         if self._previous_policy is not None:
             _capture.set_policy(self._previous_policy)
+        if self._previous_prices is not None:
+            _cost.restore_prices(self._previous_prices)
 
 
 def configure(
@@ -119,6 +124,7 @@ def configure(
     max_depth: int | None = None,
     max_items: int | None = None,
     max_string_chars: int | None = None,
+    prices: Mapping[str, Mapping[str, float]] | None = None,
 ) -> _Configuration:
     """Configure tracing. Usable as a context manager for a temporary configuration.
 
@@ -133,10 +139,16 @@ def configure(
         capture_binary: Keep bytes / base64 media inline instead of a size marker.
         max_attribute_bytes, max_depth, max_items, max_string_chars: Capture limits; larger
             values are truncated keeping valid JSON and marked.
+        prices: Model prices in USD per million tokens, ``{"my-model": {"input": 0.5,
+            "output": 1.5, "cache_read": 0.05, "cache_write": 0.6}}`` (cache prices optional;
+            a key ``"provider/model"`` matches one provider only). They win over the
+            ``FLOWTEL_PRICES_FILE`` file, which wins over the genai-prices catalogue.
 
     Raises:
-        ConfigError: an invalid processor or limit.
+        ConfigError: an invalid processor, limit or price (or an unreadable ``FLOWTEL_PRICES_FILE``).
     """
+    _cost.load_prices_file()  # validated here, so a bad file fails at configure time
+    previous_prices = _cost.set_prices(prices) if prices is not None else None
     previous = list(_span_processors)
     if span_processors is not None:
         for processor in span_processors:
@@ -156,7 +168,7 @@ def configure(
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"Invalid capture setting: {exc}") from None
         previous_policy = _capture.set_policy(new_policy)
-    return _Configuration(previous, previous_policy)
+    return _Configuration(previous, previous_policy, previous_prices)
 
 
 def _check_processor(processor: Any) -> None:

@@ -26,6 +26,7 @@ from flowtel.entities._constants import (
 )
 from flowtel.entities._json import dumps_default, load_json
 from flowtel.entities._span import materialize, plain_attributes
+from flowtel.tracing._cost import add_trace_cost
 from flowtel.tracing._processor import TraceRecord
 
 # ``Trace(info, TraceData([])).to_json()`` is the info's JSON inside this text.
@@ -43,6 +44,8 @@ def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: d
     readable = record.spans_in_start_order()
     for span in readable:  # values the caller's thread left to encode (see LiveSpan._defer)
         materialize(span, final=True)
+    cost_metadata: dict[str, str] = {}
+    add_trace_cost(cost_metadata, readable)  # before any Span wrapper caches the attributes
     remote_parent = _detach_remote_parent(readable, record.root_span_id) if record.remote_parent else None
     spans = [Span(s) for s in readable]
     root = _find_root(spans, record.root_span_id)
@@ -57,6 +60,7 @@ def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: d
     usage = aggregate_token_usage(spans)
     if usage:
         metadata[TraceMetadataKey.TOKEN_USAGE] = json.dumps(usage)
+    metadata.update(cost_metadata)
     tags = {TraceTagKey.TRACE_NAME: record.root_name}
     tags.update(record.tags)
 

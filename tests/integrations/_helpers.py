@@ -28,6 +28,12 @@ def tree(trace: Trace, *, by_name: bool = False) -> list[tuple[int, str, str]]:
     return rows
 
 
+def without_cost(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Span attributes without the cost flowtel adds (the price, or why there is none): its value
+    depends on whether the price catalogue is installed; tests/test_cost.py checks it."""
+    return {k: v for k, v in attributes.items() if k not in ("mlflow.llm.cost", "flowtel.llm.costUnpriced")}
+
+
 def only_span(trace: Trace) -> Span:
     assert len(trace.data.spans) == 1, [s.name for s in trace.data.spans]
     return trace.data.spans[0]

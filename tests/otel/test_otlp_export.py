@@ -105,6 +105,7 @@ def test_trace_arrives_attribute_by_attribute(
         "session.id": "sess-1",
         "mlflow.clientRequestId": "req-42",
         "mlflow.traceMetadata.app.version": "1.2",
+        "mlflow.traceMetadata.flowtel.trace.unpricedSpans": "1",  # the chat span names no model
         # where the code ran: always user/source; git fields only when the source is in a repository
         **{f"mlflow.traceMetadata.{k}": metadata[k] for k in (
             "mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit",
@@ -117,6 +118,7 @@ def test_trace_arrives_attribute_by_attribute(
         "mlflow.chat.tokenUsage": json.dumps(USAGE),
         "mlflow.spanOutputs": json.dumps({"choices": CHOICES}),
         "mlflow.spanLogLevel": 20,
+        "flowtel.llm.costUnpriced": "no model name on the span (mlflow.llm.model)",
     }
     assert chat.events[0]["name"] == "retry" and chat.events[0]["attributes"] == {"attempt": 1, "ok": True}
     assert tool.attributes["mlflow.spanInputs"] == '{"city": "Paris"}'
