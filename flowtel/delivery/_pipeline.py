@@ -254,7 +254,7 @@ class _Warner:
 
     def __init__(self, destination: str) -> None:
         self._destination = destination
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # note() runs on the user's thread too (signal handlers)
         self._last = 0.0
         self._dropped: Counter[str] = Counter()
         self._spooled = 0
@@ -363,7 +363,9 @@ class DeliveryPipeline:
                 self._start_export_worker_locked()  # replays what an earlier run left behind
 
     def _init_state(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: ``submit`` runs on the user's thread, where a signal handler may run traced
+        # code in the middle of it; that nested submit must not wait for its own thread.
+        self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)  # wakes the export worker
         self._spill = threading.Condition(self._lock)  # wakes the spill worker
         self._done = threading.Condition(self._lock)  # wakes flush / drain / shutdown
@@ -1226,7 +1228,16 @@ def _refusal_detail(reason: str, options: DeliveryOptions) -> str:
 
 
 def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    """None or infinite: no limit; nan, negative or not a number: now."""
+    if timeout is None:
+        return None
+    try:
+        seconds = float(timeout)
+    except (TypeError, ValueError):
+        return time.monotonic()
+    if seconds == float("inf"):
+        return None
+    return time.monotonic() + (seconds if seconds > 0 else 0.0)
 
 
 def _replace(options: DeliveryOptions, **changes: Any) -> DeliveryOptions:

@@ -7,9 +7,10 @@ integrations and user code alike, so nothing downstream can bypass it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from flowtel import _config
 from flowtel.entities import _span as _span_module
@@ -20,6 +21,9 @@ from flowtel.tracing._serialize import (
     dump_json,
     is_sensitive_key,
 )
+
+T = TypeVar("T")
+_logger = logging.getLogger("flowtel")
 
 NOT_RECORDED = "[content not recorded]"
 _NOT_RECORDED_JSON = '"' + NOT_RECORDED + '"'
@@ -52,7 +56,7 @@ class CapturePolicy:
     capture_content: bool = True
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _policy: CapturePolicy | None = None
 
 
@@ -66,15 +70,35 @@ def policy() -> CapturePolicy:
 
 
 def policy_from_env() -> CapturePolicy:
+    """The policy of the ``FLOWTEL_*`` capture settings. Never raises: an invalid value is
+    reported once, in one line, and its default applies (values are recorded, never lost)."""
     limits = CaptureLimits(
-        max_attribute_bytes=_config.FLOWTEL_MAX_ATTRIBUTE_BYTES.get(),
-        max_depth=_config.FLOWTEL_MAX_DEPTH.get(),
-        max_items=_config.FLOWTEL_MAX_ITEMS.get(),
-        max_string_chars=_config.FLOWTEL_MAX_STRING_CHARS.get(),
-        redact=_config.FLOWTEL_REDACT.get(),
-        capture_binary=_config.FLOWTEL_CAPTURE_BINARY.get(),
+        max_attribute_bytes=_setting(_config.FLOWTEL_MAX_ATTRIBUTE_BYTES),
+        max_depth=_setting(_config.FLOWTEL_MAX_DEPTH),
+        max_items=_setting(_config.FLOWTEL_MAX_ITEMS),
+        max_string_chars=_setting(_config.FLOWTEL_MAX_STRING_CHARS),
+        redact=_setting(_config.FLOWTEL_REDACT),
+        capture_binary=_setting(_config.FLOWTEL_CAPTURE_BINARY),
     )
-    return CapturePolicy(limits=limits, capture_content=_config.FLOWTEL_CAPTURE_CONTENT.get())
+    return CapturePolicy(limits=limits, capture_content=_setting(_config.FLOWTEL_CAPTURE_CONTENT))
+
+
+_reported_settings: set[str] = set()
+
+
+def _setting(var: _config.EnvVar[T]) -> T:
+    try:
+        return var.get()
+    except _config.ConfigError as exc:
+        if var.name not in _reported_settings:
+            _reported_settings.add(var.name)
+            _logger.error("flowtel: %s Using the default, %r, until it is fixed.", exc, var.default)
+        return var.default
+
+
+def after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()
 
 
 def set_policy(new: CapturePolicy | None) -> CapturePolicy:

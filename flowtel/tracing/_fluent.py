@@ -100,6 +100,8 @@ def _start_span(
         live._set_raw_many(attributes)
         record.live[ctx.span_id] = live
         return live
+    except _runtime.RuntimeBusy:  # traced code re-entered from inside the runtime's build
+        return NoOpSpan()
     except ConfigError as exc:
         _runtime.report_config_error(exc)
         return NoOpSpan()

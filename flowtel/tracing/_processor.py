@@ -115,7 +115,10 @@ class TraceAssembler(SpanProcessor):
         self._on_root_start = on_root_start
         self._max_open = max_open_traces
         self._monotonic = monotonic
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may run traced code on a thread interrupted inside one of
+        # the sections below; it must not wait for itself. Each section stays consistent when
+        # another one runs nested inside it at any call boundary (decisions are single dict ops).
+        self._lock = threading.RLock()
         self._traces: dict[int, TraceRecord] = {}
         self._thread_local = threading.local()
         self._last_otel_trace_id: int | None = None
@@ -123,7 +126,10 @@ class TraceAssembler(SpanProcessor):
         # Ids of traces closed by the trace timeout: spans starting in them later are dropped
         # (counted), not delivered as a second, headless trace with the same id.
         self._expired: dict[int, None] = {}
+        self._closed: dict[int, None] = {}  # recently completed traces (bounded)
         self.late_spans = 0
+        # Traces that were open in the parent when this process was forked (see _spans/_fluent).
+        self.parent_trace_ids: frozenset[int] = frozenset()
 
     def connect(self, on_trace: Callable[[TraceRecord], None], *,
                 on_root_start: Callable[[TraceRecord], None] | None = None) -> None:
@@ -160,9 +166,11 @@ class TraceAssembler(SpanProcessor):
                 record.finished[sid] = span
                 record.open_spans -= 1
                 live = record.live.pop(sid, None)
-                done = record.open_spans <= 0
+                # Whoever removes the record hands it off: exactly once, even if a nested
+                # section (signal handler) completed the trace in between.
+                done = record.open_spans <= 0 and self._traces.pop(tid, None) is record
                 if done:
-                    del self._traces[tid]
+                    self._remember_closed_locked(tid)
             if live is not None and live._span is not span:
                 # Ended through the SDK (e.g. the OTel API's span.end()): the snapshot shares
                 # the live span's attributes, so values still deferred on it are encoded now.
@@ -213,9 +221,19 @@ class TraceAssembler(SpanProcessor):
         return stale
 
     def after_fork_in_child(self) -> None:
-        """Traces open at fork time belong to the parent, which finishes and sends them."""
-        self._lock = threading.Lock()
+        """Traces open at fork time belong to the parent, which finishes and sends them: their
+        ids are remembered, so spans the child starts under them begin traces of their own."""
+        self._lock = threading.RLock()
+        self.parent_trace_ids = frozenset(self._traces) | self.parent_trace_ids
         self._traces = {}
+
+    def _remember_closed_locked(self, tid: int) -> None:
+        """A span starting under a finished trace (a thread outliving it) must not become a
+        second, headless trace with the same id, which would overwrite the first one."""
+        closed = self._closed
+        closed[tid] = None
+        if len(closed) > _MAX_EXPIRED_IDS:
+            del closed[next(iter(closed))]
 
     def _new_record(self, tid: int, span: SdkSpan) -> TraceRecord | None:
         """Open the record of a new trace with ``span`` as its first (open) span."""
@@ -226,7 +244,7 @@ class TraceAssembler(SpanProcessor):
                 existing.open_spans += 1
                 existing.started.append(span.context.span_id)
                 return existing
-            if tid in self._expired:
+            if tid in self._expired or (tid in self._closed and _local_parent(span)):
                 self.late_spans += 1
                 return None
             if len(self._traces) >= self._max_open:
@@ -236,3 +254,8 @@ class TraceAssembler(SpanProcessor):
         if self._on_root_start is not None:
             self._on_root_start(record)
         return record
+
+
+def _local_parent(span: SdkSpan) -> bool:
+    parent = span.parent
+    return parent is not None and not parent.is_remote

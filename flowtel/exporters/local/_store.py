@@ -974,8 +974,21 @@ class SqliteTraceStore:
 
     def _init_schema(self) -> None:
         with self._connection() as conn:
+            self._refuse_foreign_file(conn)  # before WAL: never modify a file we refuse
             self._enable_wal(conn)
         self._run_write(self._create_or_check_schema)
+
+    def _refuse_foreign_file(self, conn: sqlite3.Connection) -> None:
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.OperationalError:
+            return  # busy: _enable_wal retries, and the schema check under BEGIN IMMEDIATE decides
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self._path} is not a SQLite database: {exc}") from exc
+        if tables and "meta" not in tables:
+            raise SchemaVersionError(
+                f"{self._path} is a SQLite database but not a flowtel trace store (tables: {sorted(tables)})."
+            )
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         # journal_mode is persistent in the file; switching needs a moment without other writers.
