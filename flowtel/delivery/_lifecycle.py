@@ -175,6 +175,35 @@ def _register_exit_finalizer(_owner: object) -> None:
 
     _mp_finalizer_pid = os.getpid()
     mp_util.Finalize(None, _run_exit_hooks, exitpriority=100)
+    _drain_on_sigterm()
+
+
+def _drain_on_sigterm() -> None:
+    """``with Pool() as pool`` ends in ``Pool.terminate()``: SIGTERM to every worker, which
+    would die with its traces still queued. A multiprocessing child that left SIGTERM at its
+    default drains first (bounded by FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS), then dies of the signal
+    as before. A handler the user installed is never replaced."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminate_after_drain)
+    except (ValueError, OSError) as exc:  # no SIGTERM on this platform / embedded interpreter
+        report_internal_error("SIGTERM drain", exc)
+
+
+def _terminate_after_drain(signum: int, _frame: object) -> None:
+    import signal
+
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM kills at once
+    if _exited_pid == os.getpid():
+        # The exit drain already runs (this signal interrupted it, e.g. a pool worker leaving
+        # through multiprocessing's finalisers): let it finish; the process is exiting anyway.
+        return
+    _run_exit_hooks()
+    os.kill(os.getpid(), signum)
 
 
 atexit.register(_run_exit_hooks)

@@ -82,6 +82,8 @@ def _start_span(
             if SAMPLING_OVERRIDE_ATTRIBUTE in attributes else None
         )
         assert runtime.starter is not None  # set by Runtime.__post_init__
+        if runtime.assembler.parent_trace_ids:  # a forked child: never extend the parent's traces
+            parent, links = runtime.assembler.detach_from_parent_process(parent, links)
         otel_span = runtime.starter.start(
             name, parent, start_time_ns if start_time_ns is not None else _clock.now_ns(),
             attributes=sampling, links=links,

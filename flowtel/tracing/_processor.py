@@ -10,7 +10,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.trace import Link
 
 from flowtel._errors import report_internal_error
 from flowtel.entities._ids import trace_id_from_otel
@@ -226,6 +228,20 @@ class TraceAssembler(SpanProcessor):
         self._lock = threading.RLock()
         self.parent_trace_ids = frozenset(self._traces) | self.parent_trace_ids
         self._traces = {}
+
+    def detach_from_parent_process(
+        self, parent: Context | None, links: list[Link] | None
+    ) -> tuple[Context | None, list[Link] | None]:
+        """In a forked child, a span whose parent belongs to a trace the parent process was
+        recording starts a trace of its own, linked to that parent span: two processes must
+        never write the same trace id (the child's fragment would replace the parent's trace)."""
+        parent_span = trace_api.get_current_span(parent)
+        span_context = parent_span.get_span_context()
+        if not span_context.is_valid or span_context.trace_id not in self.parent_trace_ids:
+            return parent, links
+        link = Link(span_context, {"flowtel.link.type": "forked_from_parent_process"})
+        root_context = trace_api.set_span_in_context(trace_api.INVALID_SPAN, parent)
+        return root_context, [*(links or []), link]
 
     def _remember_closed_locked(self, tid: int) -> None:
         """A span starting under a finished trace (a thread outliving it) must not become a

@@ -264,6 +264,7 @@ def _install(runtime: Runtime) -> None:
 
 def _build_runtime() -> Runtime:
     _config.validate_all()  # every setting, now: never first on a path that must not fail
+    _import_worker_modules()
     ratio = _config.MLFLOW_TRACE_SAMPLING_RATIO.get()
     sampler, root_sampler = make_sampler(ratio, keep_errors=_config.FLOWTEL_SAMPLING_KEEP_ERRORS.get())
     max_open = _config.FLOWTEL_MAX_OPEN_TRACES.get()
@@ -304,6 +305,13 @@ def _build_runtime() -> Runtime:
     holder["rt"] = runtime
     assembler.connect(runtime.hand_off, on_root_start=runtime.on_root_start)
     return runtime
+
+
+def _import_worker_modules() -> None:
+    """Modules the delivery workers would otherwise import lazily, on their thread: a fork in
+    the middle of such an import leaves the child a half-initialised module, locked for good."""
+    import flowtel.entities._assessment  # noqa: F401 - Trace.from_dict / TraceInfo
+    import flowtel.tracing._environment  # noqa: F401 - env_metadata() on the first finalise
 
 
 def _unconnected(record: TraceRecord) -> None:

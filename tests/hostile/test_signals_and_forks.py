@@ -89,7 +89,7 @@ def test_forks_while_delivery_is_inside_sqlite_never_deadlock(tmp_path) -> None:
     # child traces and flushes into the same store. A child that inherited SQLite's mutex in
     # the locked state would hang here.
     proc = run_script("""
-        import os, threading, flowtel
+        import os, sys, threading, flowtel
         @flowtel.trace
         def work(i):
             return {"i": i, "payload": "x" * 2000}
@@ -107,7 +107,11 @@ def test_forks_while_delivery_is_inside_sqlite_never_deadlock(tmp_path) -> None:
             pid = os.fork()
             if pid == 0:
                 work(1000 + n)
-                ok = flowtel.flush(30) and flowtel.get_delivery_stats()["destinations"][0]["sent"] >= 1
+                flushed = flowtel.flush(60)
+                stats = flowtel.get_delivery_stats()
+                ok = flushed and stats["destinations"][0]["sent"] >= 1
+                if not ok:
+                    print("child failed:", flushed, stats, file=sys.stderr, flush=True)
                 os._exit(0 if ok else 3)
             children.append(pid)
         codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
