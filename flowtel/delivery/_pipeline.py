@@ -70,6 +70,7 @@ _WARN_INTERVAL_S = 10.0
 _SPOOL_RETRY_S = 30.0  # after a spool failure (disk full, read-only), try the disk again this late
 _LOCAL_PHASE_GRACE_S = 5.0  # shutdown waits this long at most for finalising / disk writes
 _LEFTOVERS_BUDGET_S = 5.0  # and this long for spooling what is left
+_MAX_WORKER_RESTARTS = 10  # past this a destination is "failed" (a bug that kills every worker)
 _SUPPRESS_KEYS: tuple[Any, ...] = tuple(
     key for key in (getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None), "suppress_instrumentation")
     if key is not None
@@ -184,8 +185,9 @@ class DeliveryStats:
 
     ``sent`` includes traces delivered from the spool (``replayed``). ``spooled`` counts traces
     written to the spool; ``spool_pending`` those known to be on disk now, including a batch
-    being replayed (written by any process with the same destination). ``state`` is ``"ok"``, ``"retrying"``, ``"unreachable"``
-    or ``"stopped"``.
+    being replayed (written by any process with the same destination). ``state`` is ``"ok"``,
+    ``"retrying"``, ``"unreachable"``, ``"failed"`` (its worker kept dying) or ``"stopped"``;
+    ``worker_restarts`` counts workers that died and were replaced.
     """
 
     destination: str
@@ -200,6 +202,7 @@ class DeliveryStats:
     queued_bytes: int = 0
     state: str = "ok"
     spool_dir: str | None = None
+    worker_restarts: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -390,6 +393,7 @@ class DeliveryPipeline:
         self._rescan_requested = False
         self._export_thread: threading.Thread | None = None
         self._spill_thread: threading.Thread | None = None
+        self._worker_deaths = 0
 
     # == producer side (user's thread) ==========================================================
     def submit(self, item: Deliverable) -> bool:
@@ -643,18 +647,43 @@ class DeliveryPipeline:
             queued_bytes=self._queued_bytes,
             state=self._state_locked(),
             spool_dir=str(self._spool.directory) if self._spool is not None else None,
+            worker_restarts=self._worker_deaths,
         )
 
     def _state_locked(self) -> str:
         if self._stopping:
             return "stopped"
+        if self._worker_deaths > _MAX_WORKER_RESTARTS:
+            return "failed"  # its worker kept dying: nothing is delivered; see internal_errors
         if self._down:
             return "unreachable"
         return "retrying" if self._retrying else "ok"
 
     # == export worker =========================================================================
     def _start_export_worker_locked(self) -> None:
-        self._export_thread = _start_thread(self._export_loop, f"flowtel-delivery-{self.name}")
+        self._export_thread = _start_thread(
+            lambda: self._supervised(self._export_loop, "export"), f"flowtel-delivery-{self.name}"
+        )
+
+    def _supervised(self, loop: Callable[[], None], kind: str) -> None:
+        """Run a worker loop; if it dies (a bug, a hostile spool file), report it, count it and
+        start a new worker, so a destination never sits still while its stats say ``ok``."""
+        try:
+            loop()
+        except BaseException as exc:  # noqa: BLE001 - a worker's death must be noticed, never silent
+            report_internal_error(f"{self.name} {kind} worker died", exc)
+            with self._lock:
+                self._worker_deaths += 1
+                restart = not self._stopping and self._worker_deaths <= _MAX_WORKER_RESTARTS
+                if kind == "export":
+                    self._export_thread = None
+                    if restart:
+                        self._start_export_worker_locked()
+                else:
+                    self._spill_thread = None
+                    if restart and self._should_spill_locked():
+                        self._start_spill_worker_locked()
+                self._done.notify_all()
 
     def _export_loop(self) -> None:
         with _instrumentation_suppressed():
@@ -813,6 +842,12 @@ class DeliveryPipeline:
             batch.claim = claimed
             batch.open = len(traces)
             self._dropped.update(+Counter({"spool_corrupt": bad}))
+        if bad:
+            self._warner.note(dropped=Counter({"spool_corrupt": bad}),
+                              detail=f"undecodable spool content set aside as *.corrupt in {self._spool.directory if self._spool else '-'}")
+        if not traces:
+            self._settle_claim(claimed, traces, [], bad)
+            return
         self._replay_batch(batch, claimed, traces, bad)
 
     def _replay_batch(self, batch: _Batch, claimed: ClaimedBatch, traces: list[Trace], bad: int) -> None:
@@ -949,7 +984,9 @@ class DeliveryPipeline:
 
     # == spill worker ==========================================================================
     def _start_spill_worker_locked(self) -> None:
-        self._spill_thread = _start_thread(self._spill_loop, f"flowtel-spool-{self.name}")
+        self._spill_thread = _start_thread(
+            lambda: self._supervised(self._spill_loop, "spool"), f"flowtel-spool-{self.name}"
+        )
 
     def _spill_loop(self) -> None:
         while True:
