@@ -70,6 +70,7 @@ _WARN_INTERVAL_S = 10.0
 _SPOOL_RETRY_S = 30.0  # after a spool failure (disk full, read-only), try the disk again this late
 _LOCAL_PHASE_GRACE_S = 5.0  # shutdown waits this long at most for finalising / disk writes
 _LEFTOVERS_BUDGET_S = 5.0  # and this long for spooling what is left
+_MAX_WAIT_S = 3600.0  # longest single condition wait (longer timeouts loop)
 _MAX_WORKER_RESTARTS = 10  # past this a destination is "failed" (a bug that kills every worker)
 _SUPPRESS_KEYS: tuple[Any, ...] = tuple(
     key for key in (getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None), "suppress_instrumentation")
@@ -497,7 +498,8 @@ class DeliveryPipeline:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            self._done.wait(remaining)
+            # Capped: a huge finite timeout (1e308) would overflow the platform's time_t.
+            self._done.wait(None if remaining is None else min(remaining, _MAX_WAIT_S))
         return True
 
     def _min_outstanding_locked(self) -> float:
