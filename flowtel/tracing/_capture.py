@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from flowtel import _config
+from flowtel._redaction import redact_text
 from flowtel.entities import _span as _span_module
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.tracing._serialize import (
@@ -160,6 +161,8 @@ def event_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, (bool, int, float)):
             clean[key] = value
         elif isinstance(value, str):
+            if current.limits.redact and key.startswith("exception."):
+                value = redact_text(value)  # "api_key=sk-..." inside an exception message
             # Chunk values are JSON documents already limited by dump_json; cutting would break them.
             fits = len(value) <= current.limits.max_string_chars or key == "mlflow.chunk.value"
             clean[key] = value if fits else _cut(value, current)
@@ -171,7 +174,12 @@ def event_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def status_description(exc_type: str, message: str) -> str:
-    return f"{exc_type}: {message}" if policy().capture_content else exc_type
+    current = policy()
+    if not current.capture_content:
+        return exc_type
+    if current.limits.redact:
+        message = redact_text(message)
+    return f"{exc_type}: {message}"
 
 
 def content_enabled() -> bool:
