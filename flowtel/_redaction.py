@@ -64,7 +64,7 @@ _NON_CREDENTIAL_KEY_PREFIXES: Final = frozenset({
     "task", "job", "run", "trace", "span", "experiment", "model", "prompt", "input", "output", "target",
     "source", "cluster", "region", "zone", "music", "piano", "sign", "distinct", "natural", "surrogate",
     "grouping", "ordering", "order", "query", "search", "filter", "match", "key", "next", "prev", "last",
-    "first", "start", "end", "min", "max", "row", "id", "user", "account", "customer", "session_id",
+    "first", "start", "end", "min", "max", "id",
 })  # fmt: skip
 _SEPARATED_KEY_RE: Final = re.compile(r"(?:^|.*?)([A-Za-z0-9]+)(?:[_\-.\s]key|Key)$")
 _FINAL_CHARS: Final = frozenset(
