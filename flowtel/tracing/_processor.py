@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import Link
 
 from flowtel._errors import report_internal_error
+from flowtel.entities._constants import PREVIEW_MAX_CHARS
 from flowtel.entities._ids import trace_id_from_otel
 from flowtel.entities._span import materialize
 
@@ -34,7 +35,7 @@ class TraceRecord:
     __slots__ = (
         "otel_trace_id", "_trace_id", "root_span_id", "root_name",
         "started", "finished", "open_spans", "live", "_tags", "_metadata", "client_request_id",
-        "request_preview", "response_preview", "state", "experiment_id", "_assessments",
+        "_request_preview", "_response_preview", "state", "experiment_id", "_assessments",
         "start_monotonic", "remote_parent",
     )
 
@@ -54,8 +55,8 @@ class TraceRecord:
         self._tags: dict[str, str] | None = None
         self._metadata: dict[str, str] | None = None
         self.client_request_id: str | None = None
-        self.request_preview: str | None = None
-        self.response_preview: str | None = None
+        self._request_preview: str | None = None
+        self._response_preview: str | None = None
         self.state: str | None = None
         self.experiment_id: str | None = None
         self._assessments: list[Any] | None = None
@@ -81,6 +82,24 @@ class TraceRecord:
         if assessments is None:
             assessments = self._assessments = []
         return assessments
+
+    # Explicit previews (update_current_trace) are cut like the derived ones, when set: a
+    # megabyte "preview" must not sit in memory (or the queue's byte budget) at full size.
+    @property
+    def request_preview(self) -> str | None:
+        return self._request_preview
+
+    @request_preview.setter
+    def request_preview(self, text: str | None) -> None:
+        self._request_preview = _preview(text)
+
+    @property
+    def response_preview(self) -> str | None:
+        return self._response_preview
+
+    @response_preview.setter
+    def response_preview(self, text: str | None) -> None:
+        self._response_preview = _preview(text)
 
     @property
     def trace_id(self) -> str:
@@ -275,3 +294,9 @@ class TraceAssembler(SpanProcessor):
 def _local_parent(span: SdkSpan) -> bool:
     parent = span.parent
     return parent is not None and not parent.is_remote
+
+
+def _preview(text: str | None) -> str | None:
+    if text is None or len(text) <= PREVIEW_MAX_CHARS:
+        return text
+    return text[: PREVIEW_MAX_CHARS - 3] + "..."
