@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from opentelemetry import context as otel_context
@@ -74,6 +74,9 @@ def _start_span(
 ) -> LiveSpan | NoOpSpan:
     """Start an OTel span on flowtel's provider and wrap it. Never raises."""
     try:
+        if type(name) is not str:
+            name = _safe_str(name)
+        span_type = _span_type_name(span_type)
         runtime = _runtime.get_runtime()
         # The sampler's per-root override travels as a start attribute; everything else is
         # written into the span directly by LiveSpan below.
@@ -133,14 +136,14 @@ def _start_attributes(
     function_name: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    attrs = {SpanAttributeKey.SPAN_TYPE: _encode(SpanAttributeKey.SPAN_TYPE, span_type or SpanType.UNKNOWN)}
+    attrs = {SpanAttributeKey.SPAN_TYPE: _encode(SpanAttributeKey.SPAN_TYPE, _span_type_name(span_type))}
     if function_name is not None:
         attrs[SpanAttributeKey.FUNCTION_NAME] = _encode(SpanAttributeKey.FUNCTION_NAME, function_name)
     if has_inputs:
         attrs[SpanAttributeKey.INPUTS] = _encode(SpanAttributeKey.INPUTS, inputs)
-    if user_attributes:
-        for key, value in user_attributes.items():
-            attrs[str(key)] = _encode(str(key), value)
+    if user_attributes is not None:
+        for key, value in _string_keyed(user_attributes).items():
+            attrs[key] = _encode(key, value)
     if extra:
         attrs.update(extra)
     return attrs
@@ -532,13 +535,26 @@ def _wrap_generator(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any
 def _wrap_async_generator(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         if not _runtime.enabled or not _scope.current.get().enabled:
-            agen = fn(*args, **kwargs)
-            try:
-                value = None
-                while True:
-                    value = yield await agen.asend(value)
-            except StopAsyncIteration:
-                return
+            # Untraced, yet a faithful proxy: asend, athrow and aclose reach the user's generator.
+            inner = fn(*args, **kwargs)
+            sending: Any = None
+            throwing: BaseException | None = None
+            while True:
+                try:
+                    if throwing is not None:
+                        thrown, throwing = throwing, None
+                        value = await inner.athrow(thrown)
+                    else:
+                        value = await inner.asend(sending)
+                except StopAsyncIteration:
+                    return
+                try:
+                    sending = yield value
+                except GeneratorExit:
+                    await inner.aclose()
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - handed back into the user's generator
+                    throwing = exc
         span = opts.start(args, kwargs)
         chunks = _Chunks(span)
         token = _attach(span)
@@ -688,11 +704,15 @@ def start_span_no_context(
         )
         extra: dict[str, str] = {}
         if log_level is not None:
-            extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, _log_level_value(log_level))
+            level = _misuse_safe(lambda: _log_level_value(log_level), "log_level")
+            if level is not None:
+                extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, level)
         if description is not None:
             extra[SpanAttributeKey.DESCRIPTION] = _encode(SpanAttributeKey.DESCRIPTION, description)
         if start_time_ns is not None:
-            extra[SpanAttributeKey.START_TIME_NS] = _encode(SpanAttributeKey.START_TIME_NS, int(start_time_ns))
+            start_time_ns = _misuse_safe(lambda: _valid_time_ns(start_time_ns), "start_time_ns")
+            if start_time_ns is not None:
+                extra[SpanAttributeKey.START_TIME_NS] = _encode(SpanAttributeKey.START_TIME_NS, start_time_ns)
         attrs = _start_attributes(
             span_type, attributes, inputs=inputs, has_inputs=inputs is not None, extra=extra
         )
@@ -700,16 +720,69 @@ def start_span_no_context(
         if type(span) is LiveSpan and parent_span is None:
             record = _record_of(span.trace_id)
             if record is not None:
-                if tags:
-                    record.tags.update({str(k): str(v) for k, v in tags.items()})
-                if metadata:
-                    record.metadata.update({str(k): str(v) for k, v in metadata.items()})
+                record.tags.update(_string_map(tags, "start_span_no_context", "tags"))
+                record.metadata.update(_string_map(metadata, "start_span_no_context", "metadata"))
                 if experiment_id is not None:
-                    record.experiment_id = str(experiment_id)
+                    record.experiment_id = _safe_str(experiment_id)
         return span
     except Exception as exc:  # noqa: BLE001 - tracing must never break the user's code
         report_internal_error("start_span_no_context", exc)
         return NoOpSpan()
+
+
+def _misuse_safe(convert: Callable[[], Any], what: str) -> Any:
+    """``convert()``, or None (with a warning) when the user's argument cannot be converted."""
+    try:
+        return convert()
+    except Exception as exc:  # noqa: BLE001 - misuse is logged, never raised
+        _logger.warning("start_span_no_context(%s=...) ignored: %s.", what, type(exc).__name__)
+        return None
+
+
+def _valid_time_ns(value: Any) -> int:
+    """A start time OTel and every destination can hold: an int in [0, 2**63)."""
+    value = int(value)
+    if not 0 <= value < 2**63:
+        raise OverflowError("start_time_ns out of range")
+    return value
+
+
+def _span_type_name(span_type: Any) -> str:
+    if type(span_type) is str:
+        return span_type or SpanType.UNKNOWN
+    return SpanType.UNKNOWN if span_type is None else _safe_str(span_type)
+
+
+def _string_keyed(attributes: Any) -> dict[str, Any]:
+    """User attributes as a dict with string keys; anything else is ignored with a warning."""
+    try:
+        if not isinstance(attributes, Mapping):
+            raise TypeError(type(attributes).__name__)
+        return {_safe_str(k): v for k, v in attributes.items()}
+    except Exception:  # noqa: BLE001 - misuse is logged, never raised
+        _logger.warning("attributes ignored: expected a dict, got %s.", type(attributes).__name__)
+        return {}
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a user object whose __str__ raises
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _string_map(value: Any, api: str, what: str) -> dict[str, str]:
+    """``value`` as tags/metadata (str -> str); anything that is no mapping is ignored, with a
+    warning: a wrong type must neither raise nor leave the span just started open."""
+    if value is None:
+        return {}
+    try:
+        if not isinstance(value, Mapping):
+            raise TypeError(type(value).__name__)
+        return {_safe_str(k): _safe_str(v) for k, v in value.items()}
+    except Exception:  # noqa: BLE001 - misuse is logged, never raised
+        _logger.warning("%s(%s=...) ignored: expected a dict of strings, got %s.", api, what, type(value).__name__)
+        return {}
 
 
 def _set_experiment_for_root(span: LiveSpan, experiment_id: str) -> None:
@@ -777,13 +850,22 @@ def update_current_trace(
 
     ``state`` may be ``"OK"`` or ``"ERROR"`` and wins over the root span's status.
     """
+    try:
+        _update_current_trace(tags, metadata, client_request_id, request_preview, response_preview,
+                              state, model_id, session_id, user)
+    except Exception as exc:  # noqa: BLE001 - misuse is logged, never raised into user code
+        _logger.warning("update_current_trace() ignored an invalid argument (%s).", type(exc).__name__)
+
+
+def _update_current_trace(
+    tags: Any, metadata: Any, client_request_id: Any, request_preview: Any, response_preview: Any,
+    state: Any, model_id: Any, session_id: Any, user: Any,
+) -> None:
     record = _current_record("update_current_trace")
     if record is None:
         return
-    if tags:
-        record.tags.update({str(k): str(v) for k, v in tags.items()})
-    if metadata:
-        record.metadata.update({str(k): str(v) for k, v in metadata.items()})
+    record.tags.update(_string_map(tags, "update_current_trace", "tags"))
+    record.metadata.update(_string_map(metadata, "update_current_trace", "metadata"))
     if client_request_id is not None:
         record.client_request_id = str(client_request_id)
     if request_preview is not None:
