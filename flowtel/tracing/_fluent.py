@@ -187,7 +187,9 @@ class _Options:
                  attributes: dict[str, Any] | None, output_reducer: Callable[[list[Any]], Any] | None,
                  sampling_ratio: float | None, log_level: int | str | None,
                  links: list[Link] | None, description: str | None, experiment_id: str | None) -> None:
-        self.name = name or getattr(fn, "__name__", "span")
+        self.name = name if type(name) is str and name else (
+            _safe_str(name) if name is not None else getattr(fn, "__name__", "span")
+        )
         self.span_type = span_type
         self.attributes = attributes
         self.output_reducer = output_reducer
@@ -199,7 +201,9 @@ class _Options:
         self.binder = _Binder(fn)
         extra: dict[str, str] = {}
         if log_level is not None:
-            extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, _log_level_value(log_level))
+            level = _misuse_safe(lambda: _log_level_value(log_level), "log_level", "@trace")
+            if level is not None:
+                extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, level)
         if description is not None:
             extra[SpanAttributeKey.DESCRIPTION] = _encode(SpanAttributeKey.DESCRIPTION, description)
         self.extra = extra
@@ -730,12 +734,12 @@ def start_span_no_context(
         return NoOpSpan()
 
 
-def _misuse_safe(convert: Callable[[], Any], what: str) -> Any:
+def _misuse_safe(convert: Callable[[], Any], what: str, api: str = "start_span_no_context") -> Any:
     """``convert()``, or None (with a warning) when the user's argument cannot be converted."""
     try:
         return convert()
     except Exception as exc:  # noqa: BLE001 - misuse is logged, never raised
-        _logger.warning("start_span_no_context(%s=...) ignored: %s.", what, type(exc).__name__)
+        _logger.warning("%s(%s=...) ignored: %s.", api, what, type(exc).__name__)
         return None
 
 
@@ -921,6 +925,9 @@ def get_trace(trace_id: str, silent: bool = False, flush: bool = False) -> Trace
 
     Returns None (with a warning unless ``silent``) when it does not exist.
     """
+    if type(trace_id) is not str and silent:
+        return None
+    _check_trace_id(trace_id)
     pending = _pending(trace_id)
     if pending is not None:
         return pending.trace()
@@ -939,6 +946,7 @@ def get_trace(trace_id: str, silent: bool = False, flush: bool = False) -> Trace
 
 def set_trace_tag(trace_id: str, key: str, value: str) -> None:
     """Set a tag on a trace: in progress, being delivered, or stored."""
+    _check_trace_id(trace_id)
     record = _record_of(trace_id)
     if record is not None:
         record.tags[str(key)] = str(value)
@@ -949,6 +957,7 @@ def set_trace_tag(trace_id: str, key: str, value: str) -> None:
 
 def delete_trace_tag(trace_id: str, key: str) -> None:
     """Delete a tag from a trace: in progress, being delivered, or stored."""
+    _check_trace_id(trace_id)
     record = _record_of(trace_id)
     if record is not None:
         if record.tags.pop(str(key), None) is None:
@@ -956,6 +965,11 @@ def delete_trace_tag(trace_id: str, key: str) -> None:
         return
     _settle(trace_id)
     _store().delete_trace_tag(trace_id, str(key))
+
+
+def _check_trace_id(trace_id: Any) -> None:
+    if type(trace_id) is not str:
+        raise InvalidParameterError(f"trace_id must be a string like 'tr-...', got {type(trace_id).__name__}.")
 
 
 def _settle(trace_id: str) -> None:
