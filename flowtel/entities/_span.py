@@ -542,7 +542,7 @@ def _never_raises(method: Any) -> Any:
             method(self, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - user-facing setter: misuse is logged, never raised
             _report(f"LiveSpan.{method.__name__}() ignored an invalid argument ({type(exc).__name__}).")
-            if method.__name__ == "end" and self._span.is_recording():
+            if method.__name__ == "end" and self._span.end_time is None:
                 self._finish(_hooks.now_ns())  # a span must never stay open because of its arguments
 
     guarded.__name__ = method.__name__

@@ -745,10 +745,10 @@ def _misuse_safe(convert: Callable[[], Any], what: str, api: str = "start_span_n
 
 def _valid_time_ns(value: Any) -> int:
     """A start time OTel and every destination can hold: an int in [0, 2**63)."""
-    value = int(value)
-    if not 0 <= value < 2**63:
+    nanoseconds = int(value)
+    if not 0 <= nanoseconds < 2**63:
         raise OverflowError("start_time_ns out of range")
-    return value
+    return nanoseconds
 
 
 def _span_type_name(span_type: Any) -> str:
