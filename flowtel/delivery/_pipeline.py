@@ -837,11 +837,14 @@ class DeliveryPipeline:
             with self._lock:
                 self._down = False  # nothing left to probe with: fresh traces will tell
             return
+        with self._lock:
+            batch.claim = claimed  # still counted as waiting on disk (spool_pending) while read
         traces, bad = self._read_claim(claimed, batch)
         if traces is None:
+            with self._lock:
+                batch.claim = None  # given back: counted through the spool's index again
             return
         with self._lock:
-            batch.claim = claimed
             batch.open = len(traces)
             self._dropped.update(+Counter({"spool_corrupt": bad}))
         if bad:

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import sqlite3
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,7 @@ def test_tracing_into_another_applications_sqlite_file_leaves_it_untouched(
     from flowtel import _errors
 
     monkeypatch.setattr(_errors, "_listeners", [])
+    monkeypatch.setattr(_errors, "_counts", Counter())  # expected errors: not counted for later tests
     app_db = tmp_path / "app.db"
     digest = _foreign_db(app_db)
     monkeypatch.setenv("FLOWTEL_STORE_PATH", str(app_db))

@@ -4,6 +4,7 @@ delivery worker is noticed, replaced and reported (never a silent ``ok``). Real 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def test_a_huge_file_is_not_read_whole(spool_root: Path, finished_traces, monkey
 def test_a_dying_worker_is_replaced_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     reported: list[str] = []
     monkeypatch.setattr(_errors, "_listeners", [lambda where, exc: reported.append(where)])
+    monkeypatch.setattr(_errors, "_counts", Counter())  # expected errors: not counted for later tests
     exporter = Collecting()
     pipeline = route_to(exporter)
     real = pipeline._pick_job_locked
@@ -140,6 +142,7 @@ def test_a_dying_worker_is_replaced_and_reported(monkeypatch: pytest.MonkeyPatch
 
 def test_a_worker_that_keeps_dying_says_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_errors, "_listeners", [])
+    monkeypatch.setattr(_errors, "_counts", Counter())  # expected errors: not counted for later tests
     pipeline = route_to(Collecting())
 
     def always(now: float):
