@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -32,6 +34,36 @@ class EnvVar(Generic[T]):
     def is_set(self) -> bool:
         return bool(os.environ.get(self.name, "").strip())
 
+    def get_or_default(self) -> T:
+        """The value, or the default when it is invalid: for paths that must not fail (the exit
+        drain). The invalid value was reported when tracing started (:func:`validate_all`)."""
+        try:
+            return self.get()
+        except ConfigError:
+            return self.default
+
+
+def all_settings() -> list[EnvVar[object]]:
+    """Every setting this module declares."""
+    module = sys.modules[__name__]
+    return [value for value in vars(module).values() if isinstance(value, EnvVar)]
+
+
+def validate_all() -> None:
+    """Parse every setting now. Raises one ConfigError naming every invalid one.
+
+    Called when tracing starts, so a bad value is reported once, clearly, at configure time,
+    never later on a path that must not fail (the exit drain, a span's capture policy).
+    """
+    problems = []
+    for setting in all_settings():
+        try:
+            setting.get()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(" ".join(problems))
+
 
 def _bool(raw: str) -> bool:
     value = raw.lower()
@@ -44,7 +76,7 @@ def _bool(raw: str) -> bool:
 
 def _ratio(raw: str) -> float:
     value = float(raw)
-    if not 0.0 <= value <= 1.0:
+    if not 0.0 <= value <= 1.0:  # also rejects nan
         raise ValueError("expected a number between 0.0 and 1.0")
     return value
 
@@ -60,8 +92,8 @@ def _one_of(*choices: str) -> Callable[[str], str]:
 
 def _positive_float(raw: str) -> float:
     value = float(raw)
-    if value <= 0:
-        raise ValueError("expected a positive number")
+    if not math.isfinite(value) or value <= 0:  # nan passes no comparison; inf waits forever
+        raise ValueError("expected a positive, finite number")
     return value
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 
 _logger = logging.getLogger("flowtel")
-_lock = threading.Lock()
+_lock = threading.RLock()  # reported from the user's thread too, where signal handlers nest
 _counts: Counter[str] = Counter()
 _listeners: list[Callable[[str, BaseException | None], None]] = []
 
@@ -42,3 +42,9 @@ def add_listener(listener: Callable[[str, BaseException | None], None]) -> None:
 def remove_listener(listener: Callable[[str, BaseException | None], None]) -> None:
     if listener in _listeners:
         _listeners.remove(listener)
+
+
+def after_fork_in_child() -> None:
+    """Another thread may have held the lock at fork time (called by the lifecycle module)."""
+    global _lock
+    _lock = threading.RLock()

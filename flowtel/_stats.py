@@ -41,6 +41,7 @@ def get_delivery_stats() -> dict[str, Any]:
                 "dropped": dict(stats.dropped),
                 "state": stats.state,
                 "spool_dir": stats.spool_dir,
+                "worker_restarts": stats.worker_restarts,
             })
         open_traces = runtime.assembler.open_trace_count()
         dropped_open = runtime.assembler.dropped_open_traces

@@ -9,6 +9,9 @@ place says which hook runs when:
   ``atexit``, from a multiprocessing finaliser that those children run first.
 - :func:`on_fork_child` hooks run in a forked child, in registration order, before any user
   code: they must only drop state (locks, queues, threads) inherited from the parent.
+- A :class:`ForkGate` marks sections a fork must not split (calls into a C library whose own
+  mutexes a child would inherit in the locked state, such as SQLite): ``fork()`` waits, bounded,
+  until no other thread is inside one, and no section starts until the fork is done.
 
 Hooks must not raise; a hook that does is reported as an internal error and the others still run.
 """
@@ -16,13 +19,18 @@ Hooks must not raise; a hook that does is reported as an internal error and the 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
 
+from flowtel import _errors
 from flowtel._errors import report_internal_error
 
-__all__ = ["install_multiprocessing_drain", "on_exit", "on_fork_child"]
+__all__ = ["ForkGate", "install_multiprocessing_drain", "on_exit", "on_fork_child"]
 
 _exit_hooks: list[Callable[[], None]] = []
 _fork_hooks: list[Callable[[], None]] = []
@@ -41,6 +49,74 @@ def on_fork_child(hook: Callable[[], None]) -> None:
         _fork_hooks.append(hook)
 
 
+# -- fork gates ----------------------------------------------------------------------------------
+_FORK_GATE_WAIT_S = 5.0  # a section stuck longer than this (a hung disk) does not block fork forever
+
+
+class ForkGate:
+    """Sections that ``fork()`` must not split. Thread-safe; sections of one thread may nest.
+
+    Entering blocks only while a fork is being prepared; a fork waits up to 5 s for sections
+    of other threads to end (after that it goes ahead: a child then must not touch that state).
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        _GATES.add(self)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.RLock())
+        self._inside = 0
+        self._mine = threading.local()
+
+    @contextlib.contextmanager
+    def section(self) -> Iterator[None]:
+        with self._cond:
+            self._inside += 1
+        self._mine.depth = getattr(self._mine, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._mine.depth -= 1
+            with self._cond:
+                self._inside -= 1
+                if not self._inside:
+                    self._cond.notify_all()
+
+    def _before_fork(self) -> None:
+        self._cond.acquire()  # held across fork(): no section starts meanwhile
+        own = getattr(self._mine, "depth", 0)  # the forking thread's own sections (fork inside one)
+        deadline = time.monotonic() + _FORK_GATE_WAIT_S
+        while self._inside > own:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._cond.wait(remaining)
+
+    def _after_fork_in_parent(self) -> None:
+        self._cond.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._reset()  # the parent's threads and their sections do not exist here
+
+
+_GATES: weakref.WeakSet[ForkGate] = weakref.WeakSet()
+
+
+def _gates_before_fork() -> None:
+    for gate in list(_GATES):
+        try:
+            gate._before_fork()
+        except Exception as exc:  # noqa: BLE001 - never break the user's fork
+            report_internal_error("before-fork gate", exc)
+
+
+def _gates_after_fork_in_parent() -> None:
+    for gate in list(_GATES):
+        with contextlib.suppress(RuntimeError):  # not acquired if _before_fork failed
+            gate._after_fork_in_parent()
+
+
 def _run_exit_hooks() -> None:
     global _exited_pid
     if _exited_pid == os.getpid():
@@ -50,6 +126,9 @@ def _run_exit_hooks() -> None:
 
 
 def _after_fork_in_child() -> None:
+    _errors.after_fork_in_child()
+    for gate in list(_GATES):
+        gate._after_fork_in_child()
     _run(_fork_hooks, "after-fork hook")
     if "multiprocessing.util" in sys.modules:
         # Runs before multiprocessing's bootstrap clears its finalizers; the after-fork
@@ -96,8 +175,40 @@ def _register_exit_finalizer(_owner: object) -> None:
 
     _mp_finalizer_pid = os.getpid()
     mp_util.Finalize(None, _run_exit_hooks, exitpriority=100)
+    _drain_on_sigterm()
+
+
+def _drain_on_sigterm() -> None:
+    """``with Pool() as pool`` ends in ``Pool.terminate()``: SIGTERM to every worker, which
+    would die with its traces still queued. A multiprocessing child that left SIGTERM at its
+    default drains first (bounded by FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS), then dies of the signal
+    as before. A handler the user installed is never replaced."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminate_after_drain)
+    except (ValueError, OSError) as exc:  # no SIGTERM on this platform / embedded interpreter
+        report_internal_error("SIGTERM drain", exc)
+
+
+def _terminate_after_drain(signum: int, _frame: object) -> None:
+    import signal
+
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM kills at once
+    if _exited_pid == os.getpid():
+        # The exit drain already runs (this signal interrupted it, e.g. a pool worker leaving
+        # through multiprocessing's finalisers): let it finish; the process is exiting anyway.
+        return
+    _run_exit_hooks()
+    os.kill(os.getpid(), signum)
 
 
 atexit.register(_run_exit_hooks)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_gates_before_fork, after_in_parent=_gates_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

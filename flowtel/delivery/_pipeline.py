@@ -48,7 +48,7 @@ from flowtel.delivery._spool import (
     WriteResult,
     default_spool_root,
 )
-from flowtel.entities._span import attribute_bytes
+from flowtel.entities._span import attribute_bytes, plain_events
 
 if TYPE_CHECKING:
     from flowtel.delivery._spool import ClaimedBatch
@@ -69,6 +69,8 @@ _WARN_INTERVAL_S = 10.0
 _SPOOL_RETRY_S = 30.0  # after a spool failure (disk full, read-only), try the disk again this late
 _LOCAL_PHASE_GRACE_S = 5.0  # shutdown waits this long at most for finalising / disk writes
 _LEFTOVERS_BUDGET_S = 5.0  # and this long for spooling what is left
+_MAX_WAIT_S = 3600.0  # longest single condition wait (longer timeouts loop)
+_MAX_WORKER_RESTARTS = 10  # past this a destination is "failed" (a bug that kills every worker)
 
 
 class Deliverable(Protocol):
@@ -148,8 +150,9 @@ class DeliveryStats:
 
     ``sent`` includes traces delivered from the spool (``replayed``). ``spooled`` counts traces
     written to the spool; ``spool_pending`` those known to be on disk now, including a batch
-    being replayed (written by any process with the same destination). ``state`` is ``"ok"``, ``"retrying"``, ``"unreachable"``
-    or ``"stopped"``.
+    being replayed (written by any process with the same destination). ``state`` is ``"ok"``,
+    ``"retrying"``, ``"unreachable"``, ``"failed"`` (its worker kept dying) or ``"stopped"``;
+    ``worker_restarts`` counts workers that died and were replaced.
     """
 
     destination: str
@@ -164,6 +167,7 @@ class DeliveryStats:
     queued_bytes: int = 0
     state: str = "ok"
     spool_dir: str | None = None
+    worker_restarts: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -218,7 +222,7 @@ class _Warner:
 
     def __init__(self, destination: str) -> None:
         self._destination = destination
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # note() runs on the user's thread too (signal handlers)
         self._last = 0.0
         self._dropped: Counter[str] = Counter()
         self._spooled = 0
@@ -327,7 +331,9 @@ class DeliveryPipeline:
                 self._start_export_worker_locked()  # replays what an earlier run left behind
 
     def _init_state(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: ``submit`` runs on the user's thread, where a signal handler may run traced
+        # code in the middle of it; that nested submit must not wait for its own thread.
+        self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)  # wakes the export worker
         self._spill = threading.Condition(self._lock)  # wakes the spill worker
         self._done = threading.Condition(self._lock)  # wakes flush / drain / shutdown
@@ -352,6 +358,7 @@ class DeliveryPipeline:
         self._rescan_requested = False
         self._export_thread: threading.Thread | None = None
         self._spill_thread: threading.Thread | None = None
+        self._worker_deaths = 0
 
     # == producer side (user's thread) ==========================================================
     def submit(self, item: Deliverable) -> bool:
@@ -455,7 +462,8 @@ class DeliveryPipeline:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            self._done.wait(remaining)
+            # Capped: a huge finite timeout (1e308) would overflow the platform's time_t.
+            self._done.wait(None if remaining is None else min(remaining, _MAX_WAIT_S))
         return True
 
     def _min_outstanding_locked(self) -> float:
@@ -605,18 +613,43 @@ class DeliveryPipeline:
             queued_bytes=self._queued_bytes,
             state=self._state_locked(),
             spool_dir=str(self._spool.directory) if self._spool is not None else None,
+            worker_restarts=self._worker_deaths,
         )
 
     def _state_locked(self) -> str:
         if self._stopping:
             return "stopped"
+        if self._worker_deaths > _MAX_WORKER_RESTARTS:
+            return "failed"  # its worker kept dying: nothing is delivered; see internal_errors
         if self._down:
             return "unreachable"
         return "retrying" if self._retrying else "ok"
 
     # == export worker =========================================================================
     def _start_export_worker_locked(self) -> None:
-        self._export_thread = _start_thread(self._export_loop, f"flowtel-delivery-{self.name}")
+        self._export_thread = _start_thread(
+            lambda: self._supervised(self._export_loop, "export"), f"flowtel-delivery-{self.name}"
+        )
+
+    def _supervised(self, loop: Callable[[], None], kind: str) -> None:
+        """Run a worker loop; if it dies (a bug, a hostile spool file), report it, count it and
+        start a new worker, so a destination never sits still while its stats say ``ok``."""
+        try:
+            loop()
+        except BaseException as exc:  # noqa: BLE001 - a worker's death must be noticed, never silent
+            report_internal_error(f"{self.name} {kind} worker died", exc)
+            with self._lock:
+                self._worker_deaths += 1
+                restart = not self._stopping and self._worker_deaths <= _MAX_WORKER_RESTARTS
+                if kind == "export":
+                    self._export_thread = None
+                    if restart:
+                        self._start_export_worker_locked()
+                else:
+                    self._spill_thread = None
+                    if restart and self._should_spill_locked():
+                        self._start_spill_worker_locked()
+                self._done.notify_all()
 
     def _export_loop(self) -> None:
         with instrumentation_suppressed():
@@ -768,13 +801,22 @@ class DeliveryPipeline:
             with self._lock:
                 self._down = False  # nothing left to probe with: fresh traces will tell
             return
+        with self._lock:
+            batch.claim = claimed  # still counted as waiting on disk (spool_pending) while read
         traces, bad = self._read_claim(claimed, batch)
         if traces is None:
+            with self._lock:
+                batch.claim = None  # given back: counted through the spool's index again
             return
         with self._lock:
-            batch.claim = claimed
             batch.open = len(traces)
             self._dropped.update(+Counter({"spool_corrupt": bad}))
+        if bad:
+            self._warner.note(dropped=Counter({"spool_corrupt": bad}),
+                              detail=f"undecodable spool content set aside as *.corrupt in {self._spool.directory if self._spool else '-'}")
+        if not traces:
+            self._settle_claim(claimed, traces, [], bad)
+            return
         self._replay_batch(batch, claimed, traces, bad)
 
     def _replay_batch(self, batch: _Batch, claimed: ClaimedBatch, traces: list[Trace], bad: int) -> None:
@@ -911,7 +953,9 @@ class DeliveryPipeline:
 
     # == spill worker ==========================================================================
     def _start_spill_worker_locked(self) -> None:
-        self._spill_thread = _start_thread(self._spill_loop, f"flowtel-spool-{self.name}")
+        self._spill_thread = _start_thread(
+            lambda: self._supervised(self._spill_loop, "spool"), f"flowtel-spool-{self.name}"
+        )
 
     def _spill_loop(self) -> None:
         while True:
@@ -1133,14 +1177,38 @@ def estimate_size(item: Any) -> int:
         known = item.size_estimate
         if known is not None:
             return known  # type: ignore[no-any-return]  # several destinations: estimated once
-        spans = item.record().finished.values()
+        record = item.record()
+        spans = record.finished.values()
     except AttributeError:  # not a flowtel trace record
         return _DEFAULT_SIZE
     try:
-        total = _TRACE_OVERHEAD + _SPAN_OVERHEAD * len(spans) + attribute_bytes(spans)
+        total = (
+            _TRACE_OVERHEAD + _SPAN_OVERHEAD * len(spans)
+            + attribute_bytes(spans, event_bytes=_EVENT_OVERHEAD) + _event_value_bytes(spans)
+            + len(record.request_preview or "") + len(record.response_preview or "")
+        )
     except Exception:  # noqa: BLE001 - an estimate must never cost the trace itself
         return _DEFAULT_SIZE
     item.size_estimate = total
+    return total
+
+
+def _event_value_bytes(spans: Any) -> int:
+    """What events hold besides their fixed overhead: streamed chunks carry up to a whole
+    value each (1 MB), so a fixed per-event cost would let memory outgrow the byte budget."""
+    total = 0
+    for span in spans:
+        for event in plain_events(span):
+            attributes = event.attributes
+            if not attributes:
+                continue
+            for value in attributes.values():
+                if type(value) is str:
+                    total += len(value)
+                elif isinstance(value, (list, tuple)):
+                    total += sum(len(v) if type(v) is str else 16 for v in value)
+                else:
+                    total += 16
     return total
 
 
@@ -1190,7 +1258,16 @@ def _refusal_detail(reason: str, options: DeliveryOptions) -> str:
 
 
 def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    """None or infinite: no limit; nan, negative or not a number: now."""
+    if timeout is None:
+        return None
+    try:
+        seconds = float(timeout)
+    except (TypeError, ValueError):
+        return time.monotonic()
+    if seconds == float("inf"):
+        return None
+    return time.monotonic() + (seconds if seconds > 0 else 0.0)
 
 
 def _replace(options: DeliveryOptions, **changes: Any) -> DeliveryOptions:

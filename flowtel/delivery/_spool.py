@@ -63,9 +63,11 @@ FORMAT_VERSION = 1
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _META_FILE = "destination.json"
-_BATCH_RE = re.compile(r"^(\d{20})-(\d+)-(\d+)-(\d+)\.jsonl$")
-_CLAIM_RE = re.compile(r"^(.+\.jsonl)\.claimed-(\d+)$")
-_TMP_RE = re.compile(r"^\.(\d+)-\d+\.tmp$")
+# Digit runs are bounded: a name whose numbers overflow (a stray or hostile file) is no batch.
+_BATCH_RE = re.compile(r"^(\d{20})-(\d{1,10})-(\d{1,19})-(\d{1,9})\.jsonl$")
+_CLAIM_RE = re.compile(r"^(.+\.jsonl)\.claimed-(\d{1,10})$")
+_TMP_RE = re.compile(r"^\.(\d{1,10})-\d{1,19}\.tmp$")
+_CORRUPT_SUFFIX = ".corrupt"  # unreadable lines are kept here, never replayed, never deleted
 _seq = itertools.count(1)
 
 
@@ -328,24 +330,61 @@ class Spool:
     def read(self, claimed: ClaimedBatch, *, between: Callable[[], None] | None = None) -> tuple[list[Trace], int]:
         """The traces of a claimed batch and how many lines could not be decoded.
 
-        ``between`` is called after decoding each trace.
+        Whatever a crash, another version or a person left in the file, this returns: a line
+        that does not decode is counted and kept aside in ``<batch>.corrupt``; a symlink, a
+        non-regular file or one larger than the spool cap is not read at all (all its traces
+        count as corrupt and the file is set aside). ``between`` is called after each trace.
+
+        Raises:
+            OSError: the file could not be read (disk error).
         """
         from flowtel.entities import Trace
 
         traces: list[Trace] = []
-        bad = 0
-        with open(claimed.path, "rb") as fh:
-            lines = fh.read().splitlines()
+        rejected: list[bytes] = []
+        data = self._read_bounded(claimed)
+        if data is None:
+            self._set_aside(claimed)
+            return [], max(claimed.count, 1)
+        lines = data.splitlines()
         body = lines[1:] if lines and _is_header(lines[0]) else lines
         for line in body:
             try:
                 traces.append(Trace.from_dict(json.loads(line)))
-            except (ValueError, TypeError):
-                bad += 1
+            except Exception:  # noqa: BLE001 - any undecodable line is counted, never fatal
+                rejected.append(line)
             if between is not None:
                 between()
-        bad += max(claimed.count - len(body), 0)
-        return traces, bad
+        if rejected:
+            self._keep_rejected(claimed, rejected)
+        return traces, len(rejected) + max(claimed.count - len(body), 0)
+
+    def _read_bounded(self, claimed: ClaimedBatch) -> bytes | None:
+        """The file's bytes, or None if it is no plain file of ours of a sane size."""
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(claimed.path, flags)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                return None  # a symlink, fifo or directory under a batch name
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > self.max_bytes:
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                return fh.read(self.max_bytes + 1)
+        finally:
+            os.close(fd)
+
+    def _keep_rejected(self, claimed: ClaimedBatch, lines: list[bytes]) -> None:
+        target = self.directory / (claimed.original + _CORRUPT_SUFFIX)
+        with contextlib.suppress(OSError):  # best effort: the lines are counted either way
+            _atomic_write(self.directory, target, [line + b"\n" for line in lines])
+
+    def _set_aside(self, claimed: ClaimedBatch) -> None:
+        with contextlib.suppress(OSError):
+            os.rename(claimed.path, self.directory / (claimed.original + _CORRUPT_SUFFIX))
 
     def complete(self, claimed: ClaimedBatch) -> None:
         """The batch was delivered (or its traces dropped): delete it."""
@@ -380,6 +419,11 @@ class Spool:
 
     def _scan_entry(self, entry: os.DirEntry[str]) -> _BatchFile | None:
         name = entry.name
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                return None  # a symlink or directory under a batch name: never followed
+        except OSError:
+            return None
         match = _BATCH_RE.match(name)
         if match:
             return _BatchFile(name, int(match.group(4)), _entry_size(entry))
@@ -596,6 +640,8 @@ def _pid_alive(pid: int) -> bool:
     """Whether a process with this id exists (a reused pid counts as alive: safe side)."""
     if pid == os.getpid() or sys.platform == "win32":
         return True  # on Windows os.kill would terminate the process: never probe there
+    if not 0 < pid < 2**31:
+        return False  # no process has such an id (and os.kill would overflow)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

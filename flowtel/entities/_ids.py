@@ -20,7 +20,7 @@ _TRACE_ID_FORMAT = TRACE_ID_PREFIX + "%032x"
 
 def otel_trace_id_from_mlflow(trace_id: str) -> int | None:
     """OTel trace id of an MLflow ``tr-`` id, or None when it is not of that form."""
-    if not trace_id.startswith(TRACE_ID_PREFIX):
+    if type(trace_id) is not str or not trace_id.startswith(TRACE_ID_PREFIX):
         return None
     try:
         return int(trace_id[len(TRACE_ID_PREFIX):], 16)

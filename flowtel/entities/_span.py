@@ -340,6 +340,7 @@ class LiveSpan(Span):
         return self._span_type
 
     def set_span_type(self, span_type: str) -> None:
+        span_type = span_type if type(span_type) is str else str(span_type)
         self._span_type = span_type
         self._set_raw(SpanAttributeKey.SPAN_TYPE, _hooks.encode_attribute(SpanAttributeKey.SPAN_TYPE, span_type))
 
@@ -497,6 +498,30 @@ class LiveSpan(Span):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Span:
         raise NotImplementedError("LiveSpan cannot be built from a dict; use Span.from_dict.")
+
+
+def _never_raises(method: Any) -> Any:
+    """The LiveSpan contract, "setters never raise", enforced for any argument: misuse is
+    reported (a warning, once per kind) and ignored. ``end`` still ends the span."""
+
+    def guarded(self: LiveSpan, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - user-facing setter: misuse is logged, never raised
+            _report(f"LiveSpan.{method.__name__}() ignored an invalid argument ({type(exc).__name__}).")
+            if method.__name__ == "end" and self._span.end_time is None:
+                self._finish(_hooks.now_ns())  # a span must never stay open because of its arguments
+
+    guarded.__name__ = method.__name__
+    guarded.__qualname__ = method.__qualname__
+    guarded.__doc__ = method.__doc__
+    guarded.__wrapped__ = method  # type: ignore[attr-defined]
+    return guarded
+
+
+for _method in ("set_span_type", "set_description", "set_log_level", "set_inputs", "set_outputs",
+                "set_attributes", "set_attribute", "set_status", "add_event", "record_exception", "end"):
+    setattr(LiveSpan, _method, _never_raises(getattr(LiveSpan, _method)))
 
 
 class NoOpSpan(Span):

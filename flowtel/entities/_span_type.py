@@ -38,5 +38,5 @@ _INFO_LEVEL_TYPES = frozenset(
 
 
 def default_log_level(span_type: str | None) -> int:
-    return SpanLogLevel.INFO if span_type in _INFO_LEVEL_TYPES else SpanLogLevel.DEBUG
+    return SpanLogLevel.INFO if type(span_type) is str and span_type in _INFO_LEVEL_TYPES else SpanLogLevel.DEBUG
 

@@ -7,11 +7,13 @@ integrations and user code alike, so nothing downstream can bypass it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from flowtel import _config
+from flowtel._redaction import redact_text
 from flowtel.entities import _hooks
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.tracing._serialize import (
@@ -20,6 +22,9 @@ from flowtel.tracing._serialize import (
     dump_json,
     is_sensitive_key,
 )
+
+T = TypeVar("T")
+_logger = logging.getLogger("flowtel")
 
 NOT_RECORDED = "[content not recorded]"
 _NOT_RECORDED_JSON = '"' + NOT_RECORDED + '"'
@@ -52,7 +57,7 @@ class CapturePolicy:
     capture_content: bool = True
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _policy: CapturePolicy | None = None
 
 
@@ -66,15 +71,35 @@ def policy() -> CapturePolicy:
 
 
 def policy_from_env() -> CapturePolicy:
+    """The policy of the ``FLOWTEL_*`` capture settings. Never raises: an invalid value is
+    reported once, in one line, and its default applies (values are recorded, never lost)."""
     limits = CaptureLimits(
-        max_attribute_bytes=_config.FLOWTEL_MAX_ATTRIBUTE_BYTES.get(),
-        max_depth=_config.FLOWTEL_MAX_DEPTH.get(),
-        max_items=_config.FLOWTEL_MAX_ITEMS.get(),
-        max_string_chars=_config.FLOWTEL_MAX_STRING_CHARS.get(),
-        redact=_config.FLOWTEL_REDACT.get(),
-        capture_binary=_config.FLOWTEL_CAPTURE_BINARY.get(),
+        max_attribute_bytes=_setting(_config.FLOWTEL_MAX_ATTRIBUTE_BYTES),
+        max_depth=_setting(_config.FLOWTEL_MAX_DEPTH),
+        max_items=_setting(_config.FLOWTEL_MAX_ITEMS),
+        max_string_chars=_setting(_config.FLOWTEL_MAX_STRING_CHARS),
+        redact=_setting(_config.FLOWTEL_REDACT),
+        capture_binary=_setting(_config.FLOWTEL_CAPTURE_BINARY),
     )
-    return CapturePolicy(limits=limits, capture_content=_config.FLOWTEL_CAPTURE_CONTENT.get())
+    return CapturePolicy(limits=limits, capture_content=_setting(_config.FLOWTEL_CAPTURE_CONTENT))
+
+
+_reported_settings: set[str] = set()
+
+
+def _setting(var: _config.EnvVar[T]) -> T:
+    try:
+        return var.get()
+    except _config.ConfigError as exc:
+        if var.name not in _reported_settings:
+            _reported_settings.add(var.name)
+            _logger.error("flowtel: %s Using the default, %r, until it is fixed.", exc, var.default)
+        return var.default
+
+
+def after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()
 
 
 def set_policy(new: CapturePolicy | None) -> CapturePolicy:
@@ -136,6 +161,8 @@ def event_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, (bool, int, float)):
             clean[key] = value
         elif isinstance(value, str):
+            if current.limits.redact and key.startswith("exception."):
+                value = redact_text(value)  # "api_key=sk-..." inside an exception message
             # Chunk values are JSON documents already limited by dump_json; cutting would break them.
             fits = len(value) <= current.limits.max_string_chars or key == "mlflow.chunk.value"
             clean[key] = value if fits else _cut(value, current)
@@ -147,7 +174,12 @@ def event_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def status_description(exc_type: str, message: str) -> str:
-    return f"{exc_type}: {message}" if policy().capture_content else exc_type
+    current = policy()
+    if not current.capture_content:
+        return exc_type
+    if current.limits.redact:
+        message = redact_text(message)
+    return f"{exc_type}: {message}"
 
 
 def content_enabled() -> bool:

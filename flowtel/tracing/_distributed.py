@@ -36,7 +36,12 @@ def set_tracing_context_from_http_request_headers(headers: Mapping[str, str]) ->
     Raises:
         FlowtelException: the headers carry no valid ``traceparent``.
     """
-    carrier = {str(k).lower(): str(v) for k, v in dict(headers).items()}
+    try:
+        carrier = {str(k).lower(): str(v) for k, v in dict(headers).items()}
+    except Exception:  # noqa: BLE001 - any non-mapping argument: one clear refusal
+        raise InvalidParameterError(
+            f"headers must be a mapping of header names to values, got {type(headers).__name__}."
+        ) from None
     if "traceparent" not in carrier:
         raise InvalidParameterError("The request headers carry no 'traceparent' header.")
     ctx = _PROPAGATOR.extract(carrier)

@@ -24,6 +24,8 @@ them as its own module globals).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -59,6 +61,8 @@ __all__ = [
     "tracing_on",
 ]
 
+_logger = logging.getLogger("flowtel")
+
 
 # Values whose encoding can wait for the delivery worker: nothing can change them meanwhile.
 IMMUTABLE_TYPES = frozenset({str, int, float, bool, type(None)})
@@ -79,6 +83,32 @@ def tracing_on() -> bool:
     return _runtime.enabled and _scope.current.get().enabled
 
 
+# -- user values, made safe -----------------------------------------------------------------------
+def span_type_name(span_type: Any) -> str:
+    """A span type as recorded: any value the user passed, as a string (None: UNKNOWN)."""
+    if type(span_type) is str:
+        return span_type or SpanType.UNKNOWN
+    return SpanType.UNKNOWN if span_type is None else safe_str(span_type)
+
+
+def string_keyed(attributes: Any) -> dict[str, Any]:
+    """User attributes as a dict with string keys; anything else is ignored with a warning."""
+    try:
+        if not isinstance(attributes, Mapping):
+            raise TypeError(type(attributes).__name__)
+        return {safe_str(k): v for k, v in attributes.items()}
+    except Exception:  # noqa: BLE001 - misuse is logged, never raised
+        _logger.warning("attributes ignored: expected a dict, got %s.", type(attributes).__name__)
+        return {}
+
+
+def safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a user object whose __str__ raises
+        return f"<unprintable {type(value).__name__}>"
+
+
 def start_live_span(
     name: str,
     span_type: str | None,
@@ -90,6 +120,9 @@ def start_live_span(
 ) -> LiveSpan | NoOpSpan:
     """Start an OTel span on flowtel's provider and wrap it. Never raises."""
     try:
+        if type(name) is not str:
+            name = safe_str(name)
+        span_type = span_type_name(span_type)
         runtime = _runtime.get_runtime()
         # The sampler's per-root override travels as a start attribute; everything else is
         # written into the span directly by LiveSpan below.
@@ -98,6 +131,8 @@ def start_live_span(
             if SAMPLING_OVERRIDE_ATTRIBUTE in attributes else None
         )
         assert runtime.starter is not None  # set by Runtime.__post_init__
+        if runtime.assembler.parent_trace_ids:  # a forked child: never extend the parent's traces
+            parent, links = runtime.assembler.detach_from_parent_process(parent, links)
         otel_span = runtime.starter.start(
             name, parent, start_time_ns if start_time_ns is not None else _clock.now_ns(),
             attributes=sampling, links=links,
@@ -116,6 +151,8 @@ def start_live_span(
         live._set_raw_many(attributes)
         record.live[ctx.span_id] = live
         return live
+    except _runtime.RuntimeBusy:  # traced code re-entered from inside the runtime's build
+        return NoOpSpan()
     except ConfigError as exc:
         _runtime.report_config_error(exc)
         return NoOpSpan()
@@ -149,14 +186,14 @@ def start_attributes(
 ) -> dict[str, str]:
     """The span's start attributes, each value encoded: span type, function name, inputs (when
     ``has_inputs``), the user's attributes, then ``extra`` (already encoded) as they are."""
-    attrs = {SpanAttributeKey.SPAN_TYPE: encode(SpanAttributeKey.SPAN_TYPE, span_type or SpanType.UNKNOWN)}
+    attrs = {SpanAttributeKey.SPAN_TYPE: encode(SpanAttributeKey.SPAN_TYPE, span_type_name(span_type))}
     if function_name is not None:
         attrs[SpanAttributeKey.FUNCTION_NAME] = encode(SpanAttributeKey.FUNCTION_NAME, function_name)
     if has_inputs:
         attrs[SpanAttributeKey.INPUTS] = encode(SpanAttributeKey.INPUTS, inputs)
-    if user_attributes:
-        for key, value in user_attributes.items():
-            attrs[str(key)] = encode(str(key), value)
+    if user_attributes is not None:
+        for key, value in string_keyed(user_attributes).items():
+            attrs[key] = encode(key, value)
     if extra:
         attrs.update(extra)
     return attrs

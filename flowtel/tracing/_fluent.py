@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from opentelemetry import context as otel_context
@@ -47,6 +47,7 @@ from flowtel.tracing._engine import end_error as _end_error
 from flowtel.tracing._engine import end_ok as _end_ok
 from flowtel.tracing._engine import pending_trace as _pending
 from flowtel.tracing._engine import record_of as _record_of
+from flowtel.tracing._engine import safe_str as _safe_str
 from flowtel.tracing._engine import settle as _settle
 from flowtel.tracing._engine import start_attributes as _start_attributes
 from flowtel.tracing._engine import start_live_span as _start_span
@@ -79,7 +80,9 @@ class _Options:
                  attributes: dict[str, Any] | None, output_reducer: Callable[[list[Any]], Any] | None,
                  sampling_ratio: float | None, log_level: int | str | None,
                  links: list[Link] | None, description: str | None, experiment_id: str | None) -> None:
-        self.name = name or getattr(fn, "__name__", "span")
+        self.name = name if type(name) is str and name else (
+            _safe_str(name) if name is not None else getattr(fn, "__name__", "span")
+        )
         self.span_type = span_type
         self.attributes = attributes
         self.output_reducer = output_reducer
@@ -91,7 +94,9 @@ class _Options:
         self.binder = _Binder(fn)
         extra: dict[str, str] = {}
         if log_level is not None:
-            extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, _log_level_value(log_level))
+            level = _misuse_safe(lambda: _log_level_value(log_level), "log_level", "@trace")
+            if level is not None:
+                extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, level)
         if description is not None:
             extra[SpanAttributeKey.DESCRIPTION] = _encode(SpanAttributeKey.DESCRIPTION, description)
         self.extra = extra
@@ -427,13 +432,26 @@ def _wrap_generator(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any
 def _wrap_async_generator(fn: Callable[..., Any], opts: _Options) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         if not _runtime.enabled or not _scope.current.get().enabled:
-            agen = fn(*args, **kwargs)
-            try:
-                value = None
-                while True:
-                    value = yield await agen.asend(value)
-            except StopAsyncIteration:
-                return
+            # Untraced, yet a faithful proxy: asend, athrow and aclose reach the user's generator.
+            inner = fn(*args, **kwargs)
+            sending: Any = None
+            throwing: BaseException | None = None
+            while True:
+                try:
+                    if throwing is not None:
+                        thrown, throwing = throwing, None
+                        value = await inner.athrow(thrown)
+                    else:
+                        value = await inner.asend(sending)
+                except StopAsyncIteration:
+                    return
+                try:
+                    sending = yield value
+                except GeneratorExit:
+                    await inner.aclose()
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - handed back into the user's generator
+                    throwing = exc
         span = opts.start(args, kwargs)
         chunks = _Chunks(span)
         token = _attach(span)
@@ -583,11 +601,15 @@ def start_span_no_context(
         )
         extra: dict[str, str] = {}
         if log_level is not None:
-            extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, _log_level_value(log_level))
+            level = _misuse_safe(lambda: _log_level_value(log_level), "log_level")
+            if level is not None:
+                extra[SpanAttributeKey.LOG_LEVEL] = _encode(SpanAttributeKey.LOG_LEVEL, level)
         if description is not None:
             extra[SpanAttributeKey.DESCRIPTION] = _encode(SpanAttributeKey.DESCRIPTION, description)
         if start_time_ns is not None:
-            extra[SpanAttributeKey.START_TIME_NS] = _encode(SpanAttributeKey.START_TIME_NS, int(start_time_ns))
+            start_time_ns = _misuse_safe(lambda: _valid_time_ns(start_time_ns), "start_time_ns")
+            if start_time_ns is not None:
+                extra[SpanAttributeKey.START_TIME_NS] = _encode(SpanAttributeKey.START_TIME_NS, start_time_ns)
         attrs = _start_attributes(
             span_type, attributes, inputs=inputs, has_inputs=inputs is not None, extra=extra
         )
@@ -595,16 +617,45 @@ def start_span_no_context(
         if type(span) is LiveSpan and parent_span is None:
             record = _record_of(span.trace_id)
             if record is not None:
-                if tags:
-                    record.tags.update({str(k): str(v) for k, v in tags.items()})
-                if metadata:
-                    record.metadata.update({str(k): str(v) for k, v in metadata.items()})
+                record.tags.update(_string_map(tags, "start_span_no_context", "tags"))
+                record.metadata.update(_string_map(metadata, "start_span_no_context", "metadata"))
                 if experiment_id is not None:
-                    record.experiment_id = str(experiment_id)
+                    record.experiment_id = _safe_str(experiment_id)
         return span
     except Exception as exc:  # noqa: BLE001 - tracing must never break the user's code
         report_internal_error("start_span_no_context", exc)
         return NoOpSpan()
+
+
+def _misuse_safe(convert: Callable[[], Any], what: str, api: str = "start_span_no_context") -> Any:
+    """``convert()``, or None (with a warning) when the user's argument cannot be converted."""
+    try:
+        return convert()
+    except Exception as exc:  # noqa: BLE001 - misuse is logged, never raised
+        _logger.warning("%s(%s=...) ignored: %s.", api, what, type(exc).__name__)
+        return None
+
+
+def _valid_time_ns(value: Any) -> int:
+    """A start time OTel and every destination can hold: an int in [0, 2**63)."""
+    nanoseconds = int(value)
+    if not 0 <= nanoseconds < 2**63:
+        raise OverflowError("start_time_ns out of range")
+    return nanoseconds
+
+
+def _string_map(value: Any, api: str, what: str) -> dict[str, str]:
+    """``value`` as tags/metadata (str -> str); anything that is no mapping is ignored, with a
+    warning: a wrong type must neither raise nor leave the span just started open."""
+    if value is None:
+        return {}
+    try:
+        if not isinstance(value, Mapping):
+            raise TypeError(type(value).__name__)
+        return {_safe_str(k): _safe_str(v) for k, v in value.items()}
+    except Exception:  # noqa: BLE001 - misuse is logged, never raised
+        _logger.warning("%s(%s=...) ignored: expected a dict of strings, got %s.", api, what, type(value).__name__)
+        return {}
 
 
 def _set_experiment_for_root(span: LiveSpan, experiment_id: str) -> None:
@@ -664,13 +715,22 @@ def update_current_trace(
 
     ``state`` may be ``"OK"`` or ``"ERROR"`` and wins over the root span's status.
     """
+    try:
+        _update_current_trace(tags, metadata, client_request_id, request_preview, response_preview,
+                              state, model_id, session_id, user)
+    except Exception as exc:  # noqa: BLE001 - misuse is logged, never raised into user code
+        _logger.warning("update_current_trace() ignored an invalid argument (%s).", type(exc).__name__)
+
+
+def _update_current_trace(
+    tags: Any, metadata: Any, client_request_id: Any, request_preview: Any, response_preview: Any,
+    state: Any, model_id: Any, session_id: Any, user: Any,
+) -> None:
     record = _current_record("update_current_trace")
     if record is None:
         return
-    if tags:
-        record.tags.update({str(k): str(v) for k, v in tags.items()})
-    if metadata:
-        record.metadata.update({str(k): str(v) for k, v in metadata.items()})
+    record.tags.update(_string_map(tags, "update_current_trace", "tags"))
+    record.metadata.update(_string_map(metadata, "update_current_trace", "metadata"))
     if client_request_id is not None:
         record.client_request_id = str(client_request_id)
     if request_preview is not None:
@@ -705,6 +765,9 @@ def get_trace(trace_id: str, silent: bool = False, flush: bool = False) -> Trace
 
     Returns None (with a warning unless ``silent``) when it does not exist.
     """
+    if type(trace_id) is not str and silent:
+        return None
+    _check_trace_id(trace_id)
     pending = _pending(trace_id)
     if pending is not None:
         return pending.trace()
@@ -725,6 +788,7 @@ def get_trace(trace_id: str, silent: bool = False, flush: bool = False) -> Trace
 
 def set_trace_tag(trace_id: str, key: str, value: str) -> None:
     """Set a tag on a trace: in progress, being delivered, or stored."""
+    _check_trace_id(trace_id)
     record = _record_of(trace_id)
     if record is not None:
         record.tags[str(key)] = str(value)
@@ -735,6 +799,7 @@ def set_trace_tag(trace_id: str, key: str, value: str) -> None:
 
 def delete_trace_tag(trace_id: str, key: str) -> None:
     """Delete a tag from a trace: in progress, being delivered, or stored."""
+    _check_trace_id(trace_id)
     record = _record_of(trace_id)
     if record is not None:
         if record.tags.pop(str(key), None) is None:
@@ -742,6 +807,11 @@ def delete_trace_tag(trace_id: str, key: str) -> None:
         return
     _settle(trace_id)
     _store().delete_trace_tag(trace_id, str(key))
+
+
+def _check_trace_id(trace_id: Any) -> None:
+    if type(trace_id) is not str:
+        raise InvalidParameterError(f"trace_id must be a string like 'tr-...', got {type(trace_id).__name__}.")
 
 
 def search_traces(

@@ -10,9 +10,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.trace import Link
 
 from flowtel._errors import report_internal_error
+from flowtel.entities._constants import PREVIEW_MAX_CHARS
 from flowtel.entities._ids import trace_id_from_otel
 from flowtel.entities._span import materialize
 
@@ -32,7 +35,7 @@ class TraceRecord:
     __slots__ = (
         "otel_trace_id", "_trace_id", "root_span_id", "root_name",
         "started", "finished", "open_spans", "live", "_tags", "_metadata", "client_request_id",
-        "request_preview", "response_preview", "state", "experiment_id", "_assessments",
+        "_request_preview", "_response_preview", "state", "experiment_id", "_assessments",
         "start_monotonic", "remote_parent",
     )
 
@@ -52,8 +55,8 @@ class TraceRecord:
         self._tags: dict[str, str] | None = None
         self._metadata: dict[str, str] | None = None
         self.client_request_id: str | None = None
-        self.request_preview: str | None = None
-        self.response_preview: str | None = None
+        self._request_preview: str | None = None
+        self._response_preview: str | None = None
         self.state: str | None = None
         self.experiment_id: str | None = None
         self._assessments: list[Any] | None = None
@@ -79,6 +82,24 @@ class TraceRecord:
         if assessments is None:
             assessments = self._assessments = []
         return assessments
+
+    # Explicit previews (update_current_trace) are cut like the derived ones, when set: a
+    # megabyte "preview" must not sit in memory (or the queue's byte budget) at full size.
+    @property
+    def request_preview(self) -> str | None:
+        return self._request_preview
+
+    @request_preview.setter
+    def request_preview(self, text: str | None) -> None:
+        self._request_preview = _preview(text)
+
+    @property
+    def response_preview(self) -> str | None:
+        return self._response_preview
+
+    @response_preview.setter
+    def response_preview(self, text: str | None) -> None:
+        self._response_preview = _preview(text)
 
     @property
     def trace_id(self) -> str:
@@ -115,7 +136,10 @@ class TraceAssembler(SpanProcessor):
         self._on_root_start = on_root_start
         self._max_open = max_open_traces
         self._monotonic = monotonic
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may run traced code on a thread interrupted inside one of
+        # the sections below; it must not wait for itself. Each section stays consistent when
+        # another one runs nested inside it at any call boundary (decisions are single dict ops).
+        self._lock = threading.RLock()
         self._traces: dict[int, TraceRecord] = {}
         self._thread_local = threading.local()
         self._last_otel_trace_id: int | None = None
@@ -123,7 +147,10 @@ class TraceAssembler(SpanProcessor):
         # Ids of traces closed by the trace timeout: spans starting in them later are dropped
         # (counted), not delivered as a second, headless trace with the same id.
         self._expired: dict[int, None] = {}
+        self._closed: dict[int, None] = {}  # recently completed traces (bounded)
         self.late_spans = 0
+        # Traces that were open in the parent when this process was forked (see _spans/_fluent).
+        self.parent_trace_ids: frozenset[int] = frozenset()
 
     def connect(self, on_trace: Callable[[TraceRecord], None], *,
                 on_root_start: Callable[[TraceRecord], None] | None = None) -> None:
@@ -160,9 +187,11 @@ class TraceAssembler(SpanProcessor):
                 record.finished[sid] = span
                 record.open_spans -= 1
                 live = record.live.pop(sid, None)
-                done = record.open_spans <= 0
+                # Whoever removes the record hands it off: exactly once, even if a nested
+                # section (signal handler) completed the trace in between.
+                done = record.open_spans <= 0 and self._traces.pop(tid, None) is record
                 if done:
-                    del self._traces[tid]
+                    self._remember_closed_locked(tid)
             if live is not None and live._span is not span:
                 # Ended through the SDK (e.g. the OTel API's span.end()): the snapshot shares
                 # the live span's attributes, so values still deferred on it are encoded now.
@@ -213,9 +242,33 @@ class TraceAssembler(SpanProcessor):
         return stale
 
     def after_fork_in_child(self) -> None:
-        """Traces open at fork time belong to the parent, which finishes and sends them."""
-        self._lock = threading.Lock()
+        """Traces open at fork time belong to the parent, which finishes and sends them: their
+        ids are remembered, so spans the child starts under them begin traces of their own."""
+        self._lock = threading.RLock()
+        self.parent_trace_ids = frozenset(self._traces) | self.parent_trace_ids
         self._traces = {}
+
+    def detach_from_parent_process(
+        self, parent: Context | None, links: list[Link] | None
+    ) -> tuple[Context | None, list[Link] | None]:
+        """In a forked child, a span whose parent belongs to a trace the parent process was
+        recording starts a trace of its own, linked to that parent span: two processes must
+        never write the same trace id (the child's fragment would replace the parent's trace)."""
+        parent_span = trace_api.get_current_span(parent)
+        span_context = parent_span.get_span_context()
+        if not span_context.is_valid or span_context.trace_id not in self.parent_trace_ids:
+            return parent, links
+        link = Link(span_context, {"flowtel.link.type": "forked_from_parent_process"})
+        root_context = trace_api.set_span_in_context(trace_api.INVALID_SPAN, parent)
+        return root_context, [*(links or []), link]
+
+    def _remember_closed_locked(self, tid: int) -> None:
+        """A span starting under a finished trace (a thread outliving it) must not become a
+        second, headless trace with the same id, which would overwrite the first one."""
+        closed = self._closed
+        closed[tid] = None
+        if len(closed) > _MAX_EXPIRED_IDS:
+            del closed[next(iter(closed))]
 
     def _new_record(self, tid: int, span: SdkSpan) -> TraceRecord | None:
         """Open the record of a new trace with ``span`` as its first (open) span."""
@@ -226,7 +279,7 @@ class TraceAssembler(SpanProcessor):
                 existing.open_spans += 1
                 existing.started.append(span.context.span_id)
                 return existing
-            if tid in self._expired:
+            if tid in self._expired or (tid in self._closed and _local_parent(span)):
                 self.late_spans += 1
                 return None
             if len(self._traces) >= self._max_open:
@@ -236,3 +289,14 @@ class TraceAssembler(SpanProcessor):
         if self._on_root_start is not None:
             self._on_root_start(record)
         return record
+
+
+def _local_parent(span: SdkSpan) -> bool:
+    parent = span.parent
+    return parent is not None and not parent.is_remote
+
+
+def _preview(text: str | None) -> str | None:
+    if text is None or len(text) <= PREVIEW_MAX_CHARS:
+        return text
+    return text[: PREVIEW_MAX_CHARS - 3] + "..."

@@ -26,7 +26,7 @@ from flowtel.delivery._destination import (
     with_pipelines,
 )
 from flowtel.entities import Trace
-from flowtel.tracing import _clock, _experiments, _scope
+from flowtel.tracing import _capture, _clock, _experiments, _scope
 from flowtel.tracing._finalize import finalize
 from flowtel.tracing._processor import TraceAssembler, TraceRecord
 from flowtel.tracing._sampling import make_sampler, trace_id_sampled
@@ -60,8 +60,8 @@ class PendingTrace:
 
     # Shared by all pending traces (one lock object per trace would cost every traced call):
     # finalising is CPU work under the GIL anyway, and the reference count is a short section.
-    _finalize_lock = threading.Lock()
-    _refs_lock = threading.Lock()
+    _finalize_lock = threading.RLock()
+    _refs_lock = threading.RLock()  # reentrant: release() runs on the user's thread (signals)
 
     def __init__(self, record: TraceRecord, runtime: Runtime, refs: int) -> None:
         self.size_estimate: int | None = None  # the delivery pipelines' memory estimate
@@ -168,7 +168,7 @@ class Runtime:
 
     def flush(self, timeout: float | None = None) -> bool:
         # One deadline for all: pipelines work in parallel, so waiting on them in turn is fine.
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         ok = True
         for dest in self.destinations:
             if dest.pipeline is not None:
@@ -179,7 +179,7 @@ class Runtime:
         """Drain within ``timeout`` overall; each pipeline spools or drops (and reports) the rest."""
         if self.timeouts is not None:
             self.timeouts.stop()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         ok = True
         for dest in self.destinations:
             if dest.pipeline is not None:
@@ -206,21 +206,37 @@ _config_error: _config.ConfigError | None = None
 _config_error_reported = False
 
 
+class RuntimeBusy(Exception):
+    """The runtime is being built by this very thread (a signal handler or a callback ran
+    traced code in the middle of it): that call runs untraced, counted in ``untraced_calls``."""
+
+
+untraced_calls = 0  # traced calls that ran untraced because the runtime was being built
+_builder: int | None = None  # thread id building the runtime right now
+
+
 def get_runtime() -> Runtime:
-    """The runtime, built on first use. Raises ConfigError for invalid configuration."""
+    """The runtime, built on first use. Raises ConfigError for invalid configuration, and
+    RuntimeBusy when called again by the thread that is building it."""
+    global _config_error, _builder, untraced_calls
     runtime = _runtime
     if runtime is not None:
         return runtime
+    if _builder == threading.get_ident():
+        untraced_calls += 1
+        raise RuntimeBusy()
     with _lock:
-        global _config_error
         if _runtime is None:
             if _config_error is not None:
                 raise _config_error  # already reported; rebuilt after the user fixes and resets
+            _builder = threading.get_ident()
             try:
                 _install(_build_runtime())
             except _config.ConfigError as exc:
                 _config_error = exc
                 raise
+            finally:
+                _builder = None
         assert _runtime is not None
         return _runtime
 
@@ -248,7 +264,7 @@ def reset(destinations: list[Destination] | None = None, *, keep_override: bool 
         if not keep_override:
             _destination_override = destinations
     if old is not None:
-        old.shutdown(timeout=_config.FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS.get())
+        old.shutdown(timeout=_config.FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS.get_or_default())
 
 
 def set_destinations(destinations: list[Destination] | None) -> None:
@@ -261,6 +277,8 @@ def _install(runtime: Runtime) -> None:
 
 
 def _build_runtime() -> Runtime:
+    _config.validate_all()  # every setting, now: never first on a path that must not fail
+    _import_worker_modules()
     ratio = _config.MLFLOW_TRACE_SAMPLING_RATIO.get()
     sampler, root_sampler = make_sampler(ratio, keep_errors=_config.FLOWTEL_SAMPLING_KEEP_ERRORS.get())
     max_open = _config.FLOWTEL_MAX_OPEN_TRACES.get()
@@ -301,6 +319,13 @@ def _build_runtime() -> Runtime:
     holder["rt"] = runtime
     assembler.connect(runtime.hand_off, on_root_start=runtime.on_root_start)
     return runtime
+
+
+def _import_worker_modules() -> None:
+    """Modules the delivery workers would otherwise import lazily, on their thread: a fork in
+    the middle of such an import leaves the child a half-initialised module, locked for good."""
+    import flowtel.entities._assessment  # noqa: F401 - Trace.from_dict / TraceInfo
+    import flowtel.tracing._environment  # noqa: F401 - env_metadata() on the first finalise
 
 
 def _unconnected(record: TraceRecord) -> None:
@@ -352,9 +377,23 @@ def _drain_at_exit() -> None:
         return
     try:
         # Each pipeline warns about what it could not send, and spools it if it has a spool.
-        runtime.shutdown(timeout=_config.FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS.get())
+        runtime.shutdown(timeout=_config.FLOWTEL_SHUTDOWN_TIMEOUT_SECONDS.get_or_default())
     except Exception as exc:  # noqa: BLE001 - never raise during interpreter exit
         report_internal_error("exit drain", exc)
+
+
+def deadline_after(timeout: object) -> float | None:
+    """Monotonic deadline of a user-given timeout: ``None`` (or infinite) waits without limit;
+    nan, negative or anything that is not a number means "do not wait"."""
+    if timeout is None:
+        return None
+    try:
+        seconds = float(timeout)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return time.monotonic()
+    if seconds == float("inf"):
+        return None
+    return time.monotonic() + (seconds if seconds > 0 else 0.0)  # nan > 0 is False
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -362,9 +401,14 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 def _after_fork_in_child() -> None:
-    # A parent's worker may have held these at the moment of the fork.
-    PendingTrace._finalize_lock = threading.Lock()
-    PendingTrace._refs_lock = threading.Lock()
+    global _lock, _builder
+    _builder = None
+    # Another thread of the parent may have held these at the moment of the fork (building the
+    # runtime, finalising a trace): the child's copies would stay locked forever.
+    _lock = threading.RLock()
+    PendingTrace._finalize_lock = threading.RLock()
+    PendingTrace._refs_lock = threading.RLock()
+    _capture.after_fork_in_child()
     # Open and pending traces belong to the parent, which finishes and delivers them.
     runtime = _runtime
     if runtime is not None:

@@ -286,6 +286,8 @@ def _scan(value: Any, depth: int, budget: int, limits: CaptureLimits) -> int:
     """
     if depth >= limits.max_depth or len(value) > limits.max_items:
         return -1
+    if limits.redact and type(value) is not dict and _is_credential_pair(value):
+        return -1  # ("Authorization", "...") header pairs: the slow path redacts them
     budget -= len(value)
     if budget < 0:
         return -1
@@ -309,6 +311,11 @@ def _scan(value: Any, depth: int, budget: int, limits: CaptureLimits) -> int:
         elif t not in _SCALAR_TYPES:
             return -1
     return budget
+
+
+def _is_credential_pair(item: Any) -> bool:
+    """A ``(name, value)`` pair whose name is a credential key (headers as a list of pairs)."""
+    return len(item) == 2 and type(item[0]) is str and _key_kind(item[0]) == _KIND_SENSITIVE
 
 
 def _keys_are_plain(mapping: dict[Any, Any], limits: CaptureLimits) -> bool:
@@ -736,6 +743,8 @@ class _Converter:
             return marker
         try:
             limits = self.limits
+            if limits.redact and total == 2 and isinstance(owner, (list, tuple)) and _is_credential_pair(owner):
+                return [self._string(owner[0]), REDACTED]
             out: list[Json] = []
             for item in items:
                 if len(out) >= limits.max_items or self.budget <= 0:

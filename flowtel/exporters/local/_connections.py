@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from flowtel.exporters.local._sql import SQL_FUNCTIONS
-from flowtel.exporters.local._store_errors import StoreError
+from flowtel.exporters.local._store_errors import SchemaVersionError, StoreError
 
 __all__ = ["ConnectionPool"]
 
@@ -91,7 +91,20 @@ class ConnectionPool:
             StoreError: Not a SQLite database, or WAL cannot be enabled.
         """
         with self._connection() as conn:
+            self._refuse_foreign_file(conn)  # before WAL: never modify a file we refuse
             self._enable_wal(conn)
+
+    def _refuse_foreign_file(self, conn: sqlite3.Connection) -> None:
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.OperationalError:
+            return  # busy: _enable_wal retries, and the schema check under BEGIN IMMEDIATE decides
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a SQLite database: {exc}") from exc
+        if tables and "meta" not in tables:
+            raise SchemaVersionError(
+                f"{self.path} is a SQLite database but not a flowtel trace store (tables: {sorted(tables)})."
+            )
 
     def close(self) -> None:
         """Close the idle connections; later calls raise :class:`StoreError`. Idempotent.

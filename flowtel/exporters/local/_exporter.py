@@ -6,18 +6,31 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowtel._exceptions import FlowtelException
 from flowtel.delivery import Destination
+from flowtel.delivery import _lifecycle as lifecycle
 from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
 from flowtel.delivery._store import TraceStore
 from flowtel.entities import Trace
 
+# Imported here, when the destination is created, not lazily on a worker: a fork in the middle
+# of that import would leave the child a half-initialised module.
+from flowtel.exporters.local._store import InvalidTraceError, SqliteTraceStore
+
 if TYPE_CHECKING:
     from flowtel.entities import Assessment
-    from flowtel.exporters.local._store import SqliteTraceStore
+
+# Every call into SQLite runs inside this gate: a fork waits until no thread is inside SQLite,
+# whose own mutexes a child would otherwise inherit locked (and hang on at its first write).
+_SQLITE_GATE = lifecycle.ForkGate()
+_STORES: weakref.WeakSet[LocalTraceStore] = weakref.WeakSet()
+# Connections inherited through fork are never used, closed or garbage collected in the child:
+# closing would checkpoint or unlink the parent's WAL, and may wait on a mutex held at fork time.
+_INHERITED: list[object] = []
 
 
 def create_local_destination(path: str | os.PathLike[str]) -> Destination:
@@ -35,18 +48,25 @@ class LocalTraceStore(TraceStore):
         self.path = os.fspath(path)
         self._db: SqliteTraceStore | None = None
         self._lock = threading.Lock()
+        _STORES.add(self)
 
     def _open(self) -> SqliteTraceStore:
         if self._db is None:
             with self._lock:
                 if self._db is None:
-                    from flowtel.exporters.local._store import SqliteTraceStore
-
                     self._db = SqliteTraceStore(self.path)
         return self._db
 
     def write(self, traces: Sequence[Trace]) -> None:
-        self._open().write_traces([t.to_dict() for t in traces])
+        rows = [t.to_dict() for t in traces]
+        with _SQLITE_GATE.section():
+            self._open().write_traces(rows)
+
+    def _after_fork_in_child(self) -> None:
+        if self._db is not None:
+            _INHERITED.append(self._db)
+        self._db = None
+        self._lock = threading.Lock()
 
     def get_trace(self, trace_id: str) -> Trace | None:
         data = self._call(lambda db: db.get_trace(trace_id))
@@ -93,12 +113,14 @@ class LocalTraceStore(TraceStore):
 
     def close(self) -> None:
         if self._db is not None:
-            self._db.close()
+            with _SQLITE_GATE.section():
+                self._db.close()
             self._db = None
 
     def _call(self, fn: Any) -> Any:
         try:
-            return fn(self._open())
+            with _SQLITE_GATE.section():
+                return fn(self._open())
         except FlowtelException:
             raise  # store and filter errors already carry MLflow-style codes and clear messages
         except sqlite3.Error as exc:
@@ -124,8 +146,6 @@ class LocalStoreExporter(TraceExporter):
             self.store = LocalTraceStore(path if path is not None else _config.FLOWTEL_STORE_PATH.get())
 
     def export(self, traces: Sequence[Trace]) -> ExportResult:
-        from flowtel.exporters.local._store import InvalidTraceError
-
         try:
             self.store.write(traces)
         except InvalidTraceError as exc:
@@ -134,6 +154,14 @@ class LocalStoreExporter(TraceExporter):
                 trace_id: ExportFailure("invalid_trace", retryable=False, message=reason)
                 for trace_id, reason in exc.failures.items()
             })
+        except (OverflowError, ValueError, TypeError, UnicodeError, sqlite3.InterfaceError,
+                sqlite3.IntegrityError, sqlite3.DataError, RecursionError) as exc:
+            # Data no retry will fix (a timestamp past 2262 overflows INTEGER, a lone surrogate
+            # cannot be encoded): refused for good, so the pipeline bisects the batch and stores
+            # every trace but the poisoned one.
+            return ExportResult.all_failed(
+                traces, ExportFailure("invalid_trace", retryable=False, message=f"{type(exc).__name__}: {exc}")
+            )
         except Exception as exc:  # noqa: BLE001 - disk full, locked, permissions: reported per trace
             return ExportResult.all_failed(
                 traces, ExportFailure("local_store_error", retryable=True, message=str(exc))
@@ -142,3 +170,11 @@ class LocalStoreExporter(TraceExporter):
 
     def shutdown(self) -> None:
         self.store.close()
+
+
+def _forget_inherited_stores() -> None:
+    for store in list(_STORES):
+        store._after_fork_in_child()
+
+
+lifecycle.on_fork_child(_forget_inherited_stores)

@@ -474,7 +474,10 @@ class _Parser:
 
 def _parse_number(text: str) -> int | float:
     if re.fullmatch(r"[+-]?\d+", text):
-        return int(text)
+        value = int(text)
+        if -(2**63) <= value < 2**63:
+            return value
+        # Beyond SQLite's INTEGER: compared as a float (infinite past 1e308), never an overflow.
     return float(text)
 
 
