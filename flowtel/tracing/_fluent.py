@@ -79,7 +79,8 @@ class _Options:
                  attributes: dict[str, Any] | None, output_reducer: Callable[[list[Any]], Any] | None,
                  sampling_ratio: float | None, log_level: int | str | None,
                  links: list[Link] | None, description: str | None, experiment_id: str | None) -> None:
-        self.name = name or getattr(fn, "__name__", "span")
+        function_name: str = getattr(fn, "__name__", "span")
+        self.name = name or function_name
         self.span_type = span_type
         self.attributes = attributes
         self.output_reducer = output_reducer
