@@ -12,11 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowtel.cli._push import add_push_commands
 from flowtel.cli._ui import add_ui_commands
 from flowtel.entities import Span, Trace
+
+if TYPE_CHECKING:
+    from flowtel.delivery._store import TraceStore
 
 _PREVIEW_CHARS = 80
 
@@ -75,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure(args: argparse.Namespace) -> Any:
+def _configure(args: argparse.Namespace) -> TraceStore | None:
     from flowtel.tracing import _runtime
 
     if args.store:
@@ -122,7 +125,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _all_experiments(store: Any) -> list[str] | None:
+def _all_experiments(store: TraceStore) -> list[str] | None:
     list_ids = getattr(store, "experiment_ids", None)
     return list(list_ids()) if callable(list_ids) else None
 
@@ -149,7 +152,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lookup(store: Any, trace_id: str) -> Trace | None:
+def _lookup(store: TraceStore, trace_id: str) -> Trace | None:
     if trace_id == "latest":
         traces, _ = store.search_traces(
             experiment_ids=_all_experiments(store), filter_string=None, order_by=None,
@@ -245,7 +248,7 @@ def _time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
