@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from flowtel.delivery._destination import Destination
 from flowtel.entities import Trace
 from flowtel.exporters import InMemoryExporter
 from flowtel.tracing import _deterministic, _runtime
@@ -66,7 +67,7 @@ class TraceCapture:
 def flowtel_traces() -> Iterator[TraceCapture]:
     """Route traces to memory with deterministic ids and clock for the duration of a test."""
     exporter = InMemoryExporter()
-    _runtime.set_destinations([_runtime.Destination(exporter=exporter)])
+    _runtime.set_destinations([Destination(exporter=exporter)])
     with _deterministic():
         try:
             yield TraceCapture(exporter)

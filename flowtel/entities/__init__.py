@@ -24,9 +24,10 @@ from flowtel.entities._constants import (
 )
 from flowtel.entities._document import Document
 from flowtel.entities._experiment import Experiment
-from flowtel.entities._span import LiveSpan, NoOpSpan, Span, SpanLogLevel, SpanType
+from flowtel.entities._span import LiveSpan, NoOpSpan, Span
 from flowtel.entities._span_event import SpanEvent
 from flowtel.entities._span_status import SpanStatus, SpanStatusCode
+from flowtel.entities._span_type import SpanLogLevel, SpanType
 from flowtel.entities._trace import Trace, TraceData
 from flowtel.entities._trace_info import TraceInfo
 from flowtel.entities._trace_location import (

@@ -73,9 +73,9 @@ class Span:
         flowtel does not spend the user's time writing values it can derive: the trace id and
         the default log level of its own spans are added here, when the span is read.
         """
-        cached = self.__dict__.get("_raw_cache")
+        cached: dict[str, Any] | None = self.__dict__.get("_raw_cache")
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         raw = dict(plain_attributes(self._span))
         if SpanAttributeKey.REQUEST_ID not in raw:
             raw[SpanAttributeKey.REQUEST_ID] = _request_id_json(self._span.context.trace_id)
@@ -127,23 +127,28 @@ class Span:
 
     @property
     def span_type(self) -> str | None:
-        return self.get_attribute(SpanAttributeKey.SPAN_TYPE)
+        value: str | None = self.get_attribute(SpanAttributeKey.SPAN_TYPE)
+        return value
 
     @property
     def log_level(self) -> int | None:
-        return self.get_attribute(SpanAttributeKey.LOG_LEVEL)
+        value: int | None = self.get_attribute(SpanAttributeKey.LOG_LEVEL)
+        return value
 
     @property
     def description(self) -> str | None:
-        return self.get_attribute(SpanAttributeKey.DESCRIPTION)
+        value: str | None = self.get_attribute(SpanAttributeKey.DESCRIPTION)
+        return value
 
     @property
     def model_name(self) -> str | None:
-        return self.get_attribute(SpanAttributeKey.MODEL)
+        value: str | None = self.get_attribute(SpanAttributeKey.MODEL)
+        return value
 
     @property
     def llm_cost(self) -> dict[str, float] | None:
-        return self.get_attribute(SpanAttributeKey.LLM_COST)
+        value: dict[str, float] | None = self.get_attribute(SpanAttributeKey.LLM_COST)
+        return value
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -187,10 +192,10 @@ class Span:
         """Like :meth:`to_dict` but may return the cached dict itself: callers must not mutate it."""
         if type(self) is not Span:
             return self._build_dict()
-        cached = self.__dict__.get("_dict_cache")
+        cached: dict[str, Any] | None = self.__dict__.get("_dict_cache")
         if cached is None:
             cached = self.__dict__["_dict_cache"] = self._build_dict()
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     def _build_dict(self) -> dict[str, Any]:
         span = self._span
@@ -329,7 +334,7 @@ class LiveSpan(Span):
         self._direct = direct and self._attrs is not None
 
     @property
-    def trace_id(self) -> str:  # type: ignore[override]
+    def trace_id(self) -> str:
         trace_id = self._trace_id
         if trace_id is None:  # formatted on first use: most spans are never asked
             trace_id = self._trace_id = _ids.trace_id_from_otel(self._span.context.trace_id)
@@ -531,10 +536,12 @@ class NoOpSpan(Span):
     """
 
     def __init__(self, otel_span: Any = None) -> None:
-        self._span = otel_span if otel_span is not None else NonRecordingSpan(_INVALID_CONTEXT)
+        # A NonRecordingSpan stands in for the ReadableSpan: NoOpSpan overrides every reader.
+        placeholder: Any = otel_span if otel_span is not None else NonRecordingSpan(_INVALID_CONTEXT)
+        self._span = placeholder
 
     @property
-    def trace_id(self) -> str:  # type: ignore[override]
+    def trace_id(self) -> str:
         return NO_OP_SPAN_TRACE_ID
 
     @property
@@ -542,7 +549,7 @@ class NoOpSpan(Span):
         return None
 
     @property
-    def parent_id(self) -> None:  # type: ignore[override]
+    def parent_id(self) -> None:
         return None
 
     @property

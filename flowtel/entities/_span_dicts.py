@@ -55,7 +55,7 @@ def _copy_span_dict(cached: dict[str, Any]) -> dict[str, Any]:
     try:
         return _copy_span_dict_fast(cached)
     except _UnexpectedShape:
-        return copy.deepcopy(cached)  # type: ignore[no-any-return]
+        return copy.deepcopy(cached)
 
 
 def _copy_span_dict_fast(cached: Any) -> dict[str, Any]:

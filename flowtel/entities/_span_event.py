@@ -5,7 +5,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-AttributeValue = Union[str, bool, int, float, bytes, list, tuple]
+AttributeValue = Union[str, bool, int, float, bytes, list[Any], tuple[Any, ...]]
 
 
 @dataclass

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.entities._span import Span
@@ -35,20 +35,25 @@ class TraceData:
     def request(self) -> str | None:
         """The root span's raw (JSON string) inputs."""
         root = self._get_root_span()
-        return root._span.attributes.get(SpanAttributeKey.INPUTS) if root else None  # type: ignore[union-attr]
+        if root is None or root._span.attributes is None:
+            return None
+        return cast("str | None", root._span.attributes.get(SpanAttributeKey.INPUTS))  # JSON strings by contract
 
     @property
     def response(self) -> str | None:
         """The root span's raw (JSON string) outputs."""
         root = self._get_root_span()
-        return root._span.attributes.get(SpanAttributeKey.OUTPUTS) if root else None  # type: ignore[union-attr]
+        if root is None or root._span.attributes is None:
+            return None
+        return cast("str | None", root._span.attributes.get(SpanAttributeKey.OUTPUTS))  # JSON strings by contract
 
     @property
     def intermediate_outputs(self) -> dict[str, Any] | None:
         """Outputs of the non-root spans by (de-duplicated) name."""
         root = self._get_root_span()
         if root is not None and root.get_attribute(SpanAttributeKey.INTERMEDIATE_OUTPUTS):
-            return root.get_attribute(SpanAttributeKey.INTERMEDIATE_OUTPUTS)
+            outputs: dict[str, Any] = root.get_attribute(SpanAttributeKey.INTERMEDIATE_OUTPUTS)
+            return outputs
         if len(self.spans) <= 1:
             return None
         counts: dict[str, int] = {}

@@ -154,11 +154,13 @@ class TraceInfo:
     @property
     def token_usage(self) -> dict[str, int] | None:
         """Aggregated token usage of the trace's LLM calls, or None."""
-        return _json_metadata(self.trace_metadata.get(TraceMetadataKey.TOKEN_USAGE))
+        usage: dict[str, int] | None = _json_metadata(self.trace_metadata.get(TraceMetadataKey.TOKEN_USAGE))
+        return usage
 
     @property
     def cost(self) -> dict[str, float] | None:
-        return _json_metadata(self.trace_metadata.get(TraceMetadataKey.COST))
+        cost: dict[str, float] | None = _json_metadata(self.trace_metadata.get(TraceMetadataKey.COST))
+        return cost
 
 
 def _json_metadata(raw: str | None) -> Any:

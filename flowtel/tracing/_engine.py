@@ -42,7 +42,9 @@ from flowtel.tracing import _capture, _clock, _runtime, _scope
 from flowtel.tracing._sampling import SAMPLING_OVERRIDE_ATTRIBUTE
 
 if TYPE_CHECKING:
+    from flowtel.delivery._store import TraceStore
     from flowtel.tracing._processor import TraceRecord
+    from flowtel.tracing._runtime import PendingTrace
 
 __all__ = [
     "IMMUTABLE_TYPES",
@@ -235,7 +237,7 @@ def record_of(trace_id: str) -> TraceRecord | None:
     return runtime.assembler.record_for(otel_id)
 
 
-def pending_trace(trace_id: str) -> Any:
+def pending_trace(trace_id: str) -> PendingTrace | None:
     """The finished trace with this id if it is still being delivered (a ``PendingTrace``), else
     None."""
     runtime = _runtime.peek_runtime()
@@ -251,7 +253,7 @@ def settle(trace_id: str) -> None:
         _runtime.get_runtime().flush(READ_FLUSH_TIMEOUT_S)
 
 
-def trace_store() -> Any:
+def trace_store() -> TraceStore:
     """The read side of the configured destinations (a ``TraceStore``).
 
     Raises:

@@ -41,7 +41,7 @@ def _in_notebook() -> bool:
     if shell is None:
         return False
     try:
-        ip = shell.get_ipython()  # type: ignore[attr-defined]
+        ip = shell.get_ipython()
     except Exception:  # noqa: BLE001 - IPython internals vary by version
         return False
     return ip is not None and "IPKernelApp" in getattr(ip, "config", {})

@@ -274,7 +274,7 @@ def _content_text(content: Any) -> str | None:
         return content
     if isinstance(content, list):
         parts = [
-            p.get("text") for p in content
+            p["text"] for p in content
             if isinstance(p, dict) and isinstance(p.get("text"), str)
         ]
         return "".join(parts) if parts else None

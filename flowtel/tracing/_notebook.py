@@ -97,7 +97,7 @@ class _CellDisplay:
                 markup += f"<div>… {len(pending) - self.max_traces} more traces from this cell not shown</div>"
             from IPython.display import HTML, display
 
-            display(HTML(markup))
+            display(HTML(markup))  # type: ignore[no-untyped-call]  # unannotated in IPython
         except Exception as exc:  # noqa: BLE001 - displaying must never break the user's notebook
             _logger.warning("flowtel: could not display the traces of this cell: %r", exc)
 

@@ -65,8 +65,8 @@ class _RootSampler(Sampler):
             ratio = float(attributes[SAMPLING_OVERRIDE_ATTRIBUTE])  # type: ignore[arg-type]
             sampler = ALWAYS_ON if ratio >= 1.0 else TraceIdRatioBased(ratio)
             result = sampler.should_sample(parent_context, trace_id, name, kind, clean, links)
-            return SamplingResult(result.decision, clean if result.decision.is_sampled() else None,
-                                  result.trace_state)
+            sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]  # unannotated in the OTel SDK
+            return SamplingResult(result.decision, clean if sampled else None, result.trace_state)
         return self._default.should_sample(parent_context, trace_id, name, kind, attributes, links)
 
     def get_description(self) -> str:

@@ -548,8 +548,8 @@ class _Converter:
             return _iterator_marker(value)
         if isinstance(value, dict):
             return self._mapping(value, value.items(), len(value), depth)
-        if isinstance(value, tuple) and isinstance(getattr(t, "_fields", None), tuple):
-            return self._fields(value, dict(zip(value._fields, value)), depth)  # namedtuple
+        if isinstance(value, tuple) and isinstance(fields := getattr(t, "_fields", None), tuple):
+            return self._fields(value, dict(zip(fields, value)), depth)  # namedtuple
         if isinstance(value, (list, tuple, collections.deque)):
             return self._sequence(value, value, len(value), depth)
         if isinstance(value, (set, frozenset)):

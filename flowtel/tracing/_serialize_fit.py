@@ -115,7 +115,7 @@ class _Fitter:
 
     def _logical_container(self, node: list[Json] | dict[str, Json]) -> tuple[list[Any], int]:
         """(entries without the converter's "more items" marker, original count)."""
-        entries: list[Any] = list(node.items()) if type(node) is dict else list(node)  # type: ignore[union-attr]
+        entries: list[Any] = list(node.items()) if type(node) is dict else list(node)
         original = self.container_cuts.get(id(node))
         if original is None:
             return entries, len(entries)
@@ -123,7 +123,7 @@ class _Fitter:
 
     def _node_stats(self, node: Json) -> tuple[int, int, int]:
         """(exact encoded bytes, longest string, largest container) of a subtree, cached."""
-        t = type(node)
+        t: type[Any] = type(node)  # tuples too: embedded input
         if t is str:
             length = len(self._logical_str(node)[0])  # type: ignore[arg-type]
             # Strings shorter than any cut marker can never shrink: leaving them out of the stats lets
@@ -135,12 +135,14 @@ class _Fitter:
         cached = self._stats.get(id(node))
         if cached is not None:
             return cached
-        entries, _ = self._logical_container(node)  # type: ignore[arg-type]
-        size, max_str, max_items = 2 + _ITEM_SEP * max(len(node) - 1, 0), 0, len(entries)  # type: ignore[arg-type]
-        values = node.values() if t is dict else node  # type: ignore[union-attr]
+        # A dict, list or tuple (as ``t`` says: mypy cannot narrow ``node`` through it).
+        container: Any = node
+        entries, _ = self._logical_container(container)
+        size, max_str, max_items = 2 + _ITEM_SEP * max(len(container) - 1, 0), 0, len(entries)
+        values = container.values() if t is dict else container
         if t is dict:
-            size += sum(self._encoded_str_bytes(k) + _KEY_SEP for k in node)  # type: ignore[union-attr]
-        for child in values:  # type: ignore[union-attr]
+            size += sum(self._encoded_str_bytes(k) + _KEY_SEP for k in container)
+        for child in values:
             child_size, child_str, child_items = self._node_stats(child)
             size += child_size
             max_str = max(max_str, child_str)
@@ -155,7 +157,7 @@ class _Fitter:
         if max_str <= str_cap and max_items <= item_cap:
             return full
         if type(node) is str:
-            return self._cut_str_bytes(node, str_cap)  # type: ignore[arg-type]
+            return self._cut_str_bytes(node, str_cap)
         entries, original = self._logical_container(node)  # type: ignore[arg-type]
         kept = entries[:item_cap]
         is_dict = type(node) is dict
@@ -192,9 +194,9 @@ class _Fitter:
         if max_str <= str_cap and max_items <= item_cap:
             return node
         if type(node) is str:
-            if self._cut_str_bytes(node, str_cap) >= self._encoded_str_bytes(node):  # type: ignore[arg-type]
+            if self._cut_str_bytes(node, str_cap) >= self._encoded_str_bytes(node):
                 return node  # cutting would not make it smaller
-            prefix, original = self._logical_str(node)  # type: ignore[arg-type]
+            prefix, original = self._logical_str(node)
             return prefix[:str_cap] + _cut_suffix(original - str_cap, original)
         entries, original = self._logical_container(node)  # type: ignore[arg-type]
         kept = entries[:item_cap]

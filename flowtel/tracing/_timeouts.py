@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status, StatusCode
@@ -129,10 +129,8 @@ def close_as_error(record: TraceRecord, *, timeout: float, now_ns: int) -> bool:
     Only spans flowtel created are known while open (OTel keeps no list); any other open span
     of the trace is missing from it. False if the trace has no span at all to deliver.
     """
-    # A LiveSpan wraps the SDK span that is still recording (typed as its read-only base).
-    still_open = [
-        cast("SdkSpan", live._span) for sid, live in list(record.live.items()) if sid not in record.finished
-    ]
+    # A LiveSpan wraps the SDK span that is still recording.
+    still_open = [live._span for sid, live in list(record.live.items()) if sid not in record.finished]
     message = _message(timeout, still_open)
     for span in still_open:
         record.finished[span.context.span_id] = _ended_as_error(span, message, now_ns)

@@ -17,7 +17,7 @@ from flowtel.entities._constants import SpanAttributeKey
 from flowtel.integrations._shared._context import llm_call_active, llm_call_reset, llm_call_scope, tracing_on
 from flowtel.integrations._shared._stream import StreamAccumulator, StreamRecorder, TracedAsyncStream, TracedStream
 from flowtel.integrations._shared._values import jsonable
-from flowtel.tracing import _fluent
+from flowtel.tracing import _engine
 
 __all__ = [
     "LLMCall",
@@ -42,8 +42,8 @@ def start_llm_span(
     starts a new trace. Sampling follows the parent. Never raises.
     """
     try:
-        attrs = _fluent._start_attributes(span_type, dict(attributes), inputs=inputs, has_inputs=True)
-        return _fluent._start_span(name, span_type, attrs)
+        attrs = _engine.start_attributes(span_type, dict(attributes), inputs=inputs, has_inputs=True)
+        return _engine.start_live_span(name, span_type, attrs)
     except Exception as exc:  # noqa: BLE001 - instrumentation must not break the user's call
         report_internal_error("integration span start", exc)
         return NoOpSpan()
@@ -75,22 +75,22 @@ class LLMCall:
         return type(self.span) is LiveSpan
 
     def enter(self) -> None:
-        self._tokens = (_fluent._attach(self.span), llm_call_scope(self.span))
+        self._tokens = (_engine.attach(self.span), llm_call_scope(self.span))
 
     def exit(self) -> None:
         tokens, self._tokens = self._tokens, None
         if tokens is not None:
             llm_call_reset(tokens[1])
-            _fluent._detach(tokens[0])
+            _engine.detach(tokens[0])
 
     def fail(self, exc: BaseException) -> None:
         """End ERROR with an ``exception`` event; the caller re-raises ``exc`` unchanged."""
-        _fluent._end_error(self.span, exc)
+        _engine.end_error(self.span, exc)
 
     def finish(self, outputs: Any) -> None:
         """End OK with ``outputs`` (the response); provider attributes (model, usage) come from it."""
         self.set_response_attributes(outputs)
-        _fluent._end_ok(self.span, jsonable(outputs))
+        _engine.end_ok(self.span, jsonable(outputs))
 
     def set_response_attributes(self, response: Any) -> None:
         span = self.span

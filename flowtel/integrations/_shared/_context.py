@@ -11,7 +11,7 @@ import contextvars
 from typing import Any, cast
 
 from flowtel.entities import LiveSpan, NoOpSpan
-from flowtel.tracing import _fluent
+from flowtel.tracing import _engine
 
 __all__ = ["encode", "llm_call_active", "llm_call_reset", "llm_call_scope", "tracing_on"]
 
@@ -19,12 +19,12 @@ __all__ = ["encode", "llm_call_active", "llm_call_reset", "llm_call_scope", "tra
 # -- tracing state -------------------------------------------------------------------------------
 def encode(key: str, value: Any) -> str:
     """The JSON text flowtel records for ``value`` under ``key`` (its encoder and capture policy)."""
-    return _fluent._encode(key, value)
+    return _engine.encode(key, value)
 
 
 def tracing_on() -> bool:
     """Whether a span started now would be recorded (globally enabled and not scoped off)."""
-    return _fluent._tracing_on()
+    return _engine.tracing_on()
 
 
 # -- one LLM call, one LLM span ------------------------------------------------------------------

@@ -20,7 +20,7 @@ from flowtel._errors import report_internal_error
 from flowtel.entities import SpanEvent
 from flowtel.integrations._shared._context import encode
 from flowtel.integrations._shared._values import jsonable
-from flowtel.tracing import _clock, _fluent
+from flowtel.tracing import _clock, _engine
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -126,7 +126,7 @@ class StreamRecorder:
         if exc is not None:
             self.call.fail(exc)
         else:
-            _fluent._end_ok(span, None, has_outputs=False)
+            _engine.end_ok(span, None, has_outputs=False)
 
     def finish_gc(self) -> None:
         """End the span of a stream dropped before it ended (called from its finaliser).

@@ -40,7 +40,7 @@ from flowtel.integrations._shared._values import scrub_mapping
 from flowtel.integrations.anthropic._parse import anthropic_usage
 from flowtel.integrations.langchain._parse import any_tools, langchain_usage
 from flowtel.integrations.openai._parse import openai_usage
-from flowtel.tracing import _clock, _fluent
+from flowtel.tracing import _clock, _engine, _fluent
 
 __all__ = ["FlowtelLangchainTracer"]
 
@@ -98,11 +98,11 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
         try:
             parent = self._parent(parent_run_id)
             context = otel_trace.set_span_in_context(cast(Any, parent._span)) if parent is not None else None
-            attrs = _fluent._start_attributes(span_type, attributes, inputs=inputs, has_inputs=True)
-            span = _fluent._start_span(name, span_type, attrs, parent=context)
+            attrs = _engine.start_attributes(span_type, attributes, inputs=inputs, has_inputs=True)
+            span = _engine.start_live_span(name, span_type, attrs, parent=context)
             if parent is None and metadata:
                 _set_session(span, metadata)
-            context_token = _fluent._attach(span)
+            context_token = _engine.attach(span)
             llm_token = _context.llm_call_scope(span) if llm else None
             self._runs[run_id] = _Run(span, context_token, llm_token)
             if isinstance(span, LiveSpan):
@@ -138,7 +138,7 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
                 self._run_span_ids.discard(span.span_id)
             if run.llm_token is not None:
                 _context.llm_call_reset(run.llm_token)
-            _fluent._detach(run.context_token)
+            _engine.detach(run.context_token)
             if error is not None and _is_control_flow(error) and isinstance(span, LiveSpan):
                 # LangGraph's interrupt() / Command(graph=PARENT) travel as exceptions: not failures
                 span.add_event(SpanEvent("langgraph.bubble_up", _clock.now_ns(), {
@@ -147,14 +147,14 @@ class FlowtelLangchainTracer(BaseCallbackHandler):
             if error is not None and not isinstance(error, GeneratorExit):
                 if outputs is not None and isinstance(span, LiveSpan):
                     span.set_outputs(outputs)
-                _fluent._end_error(span, error)
+                _engine.end_error(span, error)
                 return
             if error is not None and isinstance(span, LiveSpan):  # a stream closed before its end
                 span.set_attribute(_stream.STREAM_END_REASON, "closed")
-            _fluent._end_ok(span, outputs, has_outputs=outputs is not None)
+            _engine.end_ok(span, outputs, has_outputs=outputs is not None)
         except Exception as exc:  # noqa: BLE001 - a callback must never break the user's chain
             report_internal_error("langchain run end", exc)
-            _fluent._end_ok(span, None, has_outputs=False)
+            _engine.end_ok(span, None, has_outputs=False)
 
     def _span(self, run_id: UUID) -> LiveSpan | None:
         run = self._runs.get(run_id)
@@ -418,7 +418,7 @@ def _is_control_flow(error: BaseException) -> bool:
 def _descends_from(span: LiveSpan, ancestor: LiveSpan) -> bool:
     if span.trace_id != ancestor.trace_id:
         return False
-    record = _fluent._record_of(span.trace_id)
+    record = _engine.record_of(span.trace_id)
     if record is None:
         return False
     target = ancestor.span_id
@@ -440,7 +440,7 @@ def _set_session(span: LiveSpan | NoOpSpan, metadata: Mapping[str, Any]) -> None
     thread_id = metadata.get("thread_id")
     if thread_id is None or not isinstance(span, LiveSpan):
         return
-    record = _fluent._record_of(span.trace_id)
+    record = _engine.record_of(span.trace_id)
     if record is not None:
         record.metadata.setdefault(TraceMetadataKey.TRACE_SESSION, str(thread_id))
 
