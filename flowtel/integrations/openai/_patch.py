@@ -17,6 +17,7 @@ from flowtel.integrations._shared._call import LLMCall, SdkState
 from flowtel.integrations._shared._patch import Patcher, import_attr
 from flowtel.integrations._shared._stream import StreamAccumulator
 from flowtel.integrations._shared._values import field_of, omit_unset, scrub_kwargs
+from flowtel.integrations.openai._base_url import provider_for
 from flowtel.integrations.openai._parse import openai_tools, openai_usage
 from flowtel.integrations.openai._stream import ChatAccumulator, CompletionAccumulator, ResponsesAccumulator
 
@@ -103,8 +104,7 @@ def _start(
 
 
 def _provider(instance: Any) -> str:
-    client = getattr(instance, "_client", None)
-    return "azure" if "Azure" in type(client).__name__ else "openai"
+    return provider_for(getattr(instance, "_client", None))
 
 
 def _finalize(provider: str, span: LiveSpan, response: Any) -> None:
