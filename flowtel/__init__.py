@@ -132,6 +132,7 @@ __all__ = [
     "get_tracking_uri",
     "is_tracking_uri_set",
     "langchain",
+    "litellm",
     "log_assessment",
     "log_expectation",
     "log_feedback",
