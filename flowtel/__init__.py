@@ -124,6 +124,7 @@ __all__ = [
     "flush_trace_async_logging",
     "get_active_trace_id",
     "get_assessment",
+    "gemini",
     "get_current_active_span",
     "get_delivery_stats",
     "get_last_active_trace_id",

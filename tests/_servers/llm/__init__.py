@@ -6,6 +6,8 @@ thread on ``127.0.0.1:<free port>``. It speaks the real wire formats of
 * OpenAI: ``POST /v1/chat/completions`` (JSON and SSE), ``POST /v1/responses`` (JSON and SSE),
   ``POST /v1/embeddings`` (float and base64 encodings), ``POST /v1/completions`` (legacy, JSON and SSE);
 * Anthropic: ``POST /v1/messages`` (JSON and SSE) and ``POST /v1/messages/count_tokens``;
+* Gemini (``google-genai``): ``POST /v1beta/models/{model}:generateContent`` (JSON),
+  ``:streamGenerateContent?alt=sse`` (SSE) and ``:batchEmbedContents``;
 
 so that instrumentation tests run the real SDK code paths over real HTTP, without network access,
 API keys, or patching SDK internals.
@@ -64,7 +66,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from tests._servers.llm import anthropic, openai
+from tests._servers.llm import anthropic, gemini, openai
 from tests._servers.llm._core import (
     RecordedRequest,
     StreamErrorMode,
@@ -74,6 +76,7 @@ from tests._servers.llm._core import (
     routes,
 )
 from tests._servers.llm.anthropic import ANTHROPIC_COUNT_TOKENS, ANTHROPIC_MESSAGES, AnthropicScripts
+from tests._servers.llm.gemini import GEMINI_EMBED, GEMINI_GENERATE, GEMINI_STREAM, GeminiScripts
 from tests._servers.llm.openai import (
     OPENAI_CHAT_COMPLETIONS,
     OPENAI_COMPLETIONS,
@@ -85,6 +88,9 @@ from tests._servers.llm.openai import (
 __all__ = [
     "ANTHROPIC_COUNT_TOKENS",
     "ANTHROPIC_MESSAGES",
+    "GEMINI_EMBED",
+    "GEMINI_GENERATE",
+    "GEMINI_STREAM",
     "OPENAI_CHAT_COMPLETIONS",
     "OPENAI_COMPLETIONS",
     "OPENAI_EMBEDDINGS",
@@ -97,14 +103,14 @@ __all__ = [
     "main",
 ]
 
-for _wire in (openai.WIRE, anthropic.WIRE):  # the first one also answers unknown paths
+for _wire in (openai.WIRE, anthropic.WIRE, gemini.WIRE):  # the first one also answers unknown paths
     register_wire(_wire)
 
 #: Every route the server answers (``POST`` only).
 ROUTES: frozenset[str] = routes()
 
 
-class ScriptedLLMServer(OpenAIScripts, AnthropicScripts):
+class ScriptedLLMServer(OpenAIScripts, AnthropicScripts, GeminiScripts):
     """A loopback HTTP server speaking the OpenAI and Anthropic wire formats, answering from a script.
 
     Construct, :meth:`start` (or use as a context manager), point SDK clients at :attr:`openai_base_url`

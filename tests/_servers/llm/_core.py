@@ -201,6 +201,8 @@ class ProviderWire:
         error_body: ``(status, message, error_type, code, request_id) -> JSON`` error in its format.
         default_reply: ``(ctx, embedding_dimensions) -> reply``: the echo answer of an empty script.
         stream_error: ``(events_sent) -> SSE bytes``: its in-stream error event.
+        route_of: ``path -> route`` for a provider whose paths carry parameters (Gemini's
+            ``/v1beta/models/{model}:generateContent``), or None: its routes are matched exactly.
     """
 
     name: str
@@ -209,6 +211,7 @@ class ProviderWire:
     error_body: Callable[[int, str | None, str | None, str | None, str], JSONDict]
     default_reply: Callable[[_Context, int], _Reply]
     stream_error: Callable[[int], bytes]
+    route_of: Callable[[str], str | None] | None = None
 
 
 _WIRES: dict[str, ProviderWire] = {}  # route -> wire
@@ -240,6 +243,11 @@ def _wire_for(route: str | None) -> ProviderWire:
 
 def canonical_route(path: str) -> str | None:
     """Map a request path to a registered route, tolerating a missing ``/v1`` and a trailing slash."""
+    for wire in _PROVIDERS:
+        if wire.route_of is not None:
+            found = wire.route_of(path)
+            if found is not None:
+                return found
     clean = path.rstrip("/") or "/"
     if not clean.startswith("/v1/"):
         clean = "/v1" + clean
