@@ -135,6 +135,7 @@ class _SseReply:
     headers: list[tuple[str, str]]
     disconnect_after: int | None = None
     hold_after: int | None = None
+    content_type: str = "text/event-stream; charset=utf-8"  # AWS event streams: application/vnd.amazon.eventstream
 
 
 _Reply = Union[_JsonReply, _SseReply]
@@ -662,7 +663,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_sse(self, reply: _SseReply, request_id: str) -> None:
         try:
             self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Content-Type", reply.content_type)
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
             self._common_headers(request_id, reply.headers)
