@@ -118,6 +118,7 @@ __all__ = [
     "add_trace",
     "anthropic",
     "autolog",
+    "bedrock",
     "delete_assessment",
     "delete_trace_tag",
     "flush",
