@@ -82,6 +82,8 @@ class ConverseAccumulator:
         content: list[dict[str, Any]] = []
         for index in sorted(self.blocks):
             block = self.blocks[index]
+            if not block["parts"] and "tool" not in block:
+                continue  # only deltas this botocore cannot parse (newer block kinds): nothing to show
             text = "".join(block["parts"])
             if block["kind"] == "toolUse":
                 content.append({"toolUse": {**block.get("tool", {}), "input": parse_json_object(text)}})

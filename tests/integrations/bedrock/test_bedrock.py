@@ -79,8 +79,9 @@ def test_converse_is_one_whole_span(llm_server: ScriptedLLMServer, flowtel_trace
     assert span.attributes["mlflow.chat.tools"] == [{"type": "function", "function": {
         "name": "get_weather", "description": "Get the weather for a city.",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
-    usage = {"input_tokens": 14, "output_tokens": 2, "total_tokens": 16, "cache_read_input_tokens": 5,
-             "cache_creation_input_tokens": 3}
+    usage = {"input_tokens": 14, "output_tokens": 2, "total_tokens": 16}
+    if "cacheReadInputTokens" in response["usage"]:  # botocore's model has the cache fields since 1.35
+        usage.update(cache_read_input_tokens=5, cache_creation_input_tokens=3)
     assert _usage(span) == usage
     assert json.loads(trace.info.trace_metadata["mlflow.trace.tokenUsage"]) == usage
     conventions = conventions_for("bedrock").converter(span.inputs, span.outputs, True)
@@ -124,9 +125,15 @@ def test_error_is_recorded_and_reraised_unchanged(llm_server: ScriptedLLMServer,
 
 
 def test_other_services_and_operations_are_not_traced(llm_server: ScriptedLLMServer, flowtel_traces: Any) -> None:
+    other = boto3.client("sts", endpoint_url=llm_server.bedrock_endpoint_url, region_name="us-east-1",
+                         aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                         config=Config(retries={"total_max_attempts": 1}))
+    with pytest.raises(Exception):  # not scripted: the fake answers 404 in JSON, STS expects XML
+        other.get_caller_identity()
     client = _client(llm_server)
-    with pytest.raises(ClientError):  # not scripted: the fake answers 404
-        client.get_async_invoke(invocationArn="arn:aws:bedrock:us-east-1:123:async-invoke/x")
+    if hasattr(client, "get_async_invoke"):  # another bedrock-runtime operation (botocore>=1.35.70)
+        with pytest.raises(ClientError):
+            client.get_async_invoke(invocationArn="arn:aws:bedrock:us-east-1:123:async-invoke/x")
     assert flowtel_traces.traces == []
 
 
@@ -142,8 +149,10 @@ def test_converse_stream_is_rebuilt(llm_server: ScriptedLLMServer, flowtel_trace
         events.append(event)
     span = only_span(flowtel_traces.last)
     assert span.name == "BedrockRuntime.converse_stream"
+    reasoning = [{"reasoningContent": {"reasoningText": {"text": "Easy one."}}}] if any(
+        "reasoningContent" in e.get("contentBlockDelta", {}).get("delta", {}) for e in events) else []  # botocore>=1.36
     assert span.outputs["output"]["message"]["content"] == [
-        {"reasoningContent": {"reasoningText": {"text": "Easy one."}}}, {"text": "The capital is Paris."},
+        *reasoning, {"text": "The capital is Paris."},
         {"toolUse": {"toolUseId": "t1", "name": "get_weather", "input": {"city": "Paris"}}}]
     assert span.outputs["stopReason"] == "tool_use"
     assert _usage(span) == {"input_tokens": 10, "output_tokens": 7, "total_tokens": 17}
