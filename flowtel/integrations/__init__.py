@@ -10,6 +10,10 @@
 * ``litellm`` (``litellm`` >=1.60,<2): ``completion`` / ``acompletion`` / ``embedding`` /
   ``aembedding``, streaming or not; one span per call even when LiteLLM goes through an
   instrumented SDK underneath.
+* ``gemini`` (``google-genai`` >=1.0,<4): ``models.generate_content`` / ``generate_content_stream``
+  / ``embed_content``, sync and ``client.aio``; chats go through them.
+* ``bedrock`` (``boto3`` >=1.34,<2): ``bedrock-runtime`` ``converse`` / ``converse_stream`` /
+  ``invoke_model`` / ``invoke_model_with_response_stream``, every client.
 
 Importing flowtel imports none of these libraries: an integration that is switched on before its
 library is imported installs itself when the library is imported.
