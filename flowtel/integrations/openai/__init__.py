@@ -15,6 +15,11 @@ model), ``mlflow.llm.provider`` (from the client's ``base_url``: ``groq``, ``oll
 ``mistral``, ``together_ai``, ``fireworks_ai``, ``openrouter``, ``xai``, ``azure``, ``vllm``,
 ``lm_studio``..., else ``openai``; see :func:`register_provider`), ``mlflow.chat.tokenUsage``.
 
+The OpenAI Agents SDK (``openai-agents``) is traced by the same switch, as in MLflow: one trace per
+``Runner.run`` / ``run_sync`` / ``run_streamed`` with ``AGENT`` spans per agent, the model calls as
+the ``CHAT_MODEL`` spans above (one per call), ``TOOL`` spans for function tools, handoff and
+guardrail spans; nested under the caller's ``@flowtel.trace`` span (``_agents``).
+
 Nothing here imports ``openai`` until the integration is installed, after the user imported it.
 The package: ``_patch`` (wrapped methods, the span of a call), ``_parse`` (usage, tools), ``_stream``
 (rebuilding streamed responses), ``_conventions`` (GenAI semantic conventions).

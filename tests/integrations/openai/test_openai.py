@@ -560,3 +560,17 @@ def test_register_provider_rejects_bad_rules_at_once() -> None:
     for host, provider, port in (("", "groq", None), ("api.example.com", "", None), ("h", "p", 70000)):
         with pytest.raises(InvalidParameterError):
             flowtel.openai.register_provider(host, provider, port=port)
+
+
+def test_with_streaming_response_stream_ends_with_the_parsed_stream(
+    llm_server: ScriptedLLMServer, openai_client: Any, flowtel_traces: Any
+) -> None:
+    llm_server.enqueue_openai_chat_stream(["Par", "is"])
+    with openai_client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=USER, stream=True
+    ) as raw:
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert text == "Paris"
+    span = only_span(flowtel_traces.last)
+    assert span.outputs["choices"][0]["message"]["content"] == "Paris"
+    assert span.attributes["flowtel.stream.end_reason"] == "consumed"
