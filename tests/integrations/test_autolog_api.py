@@ -175,7 +175,7 @@ def test_public_api() -> None:
 
 
 def test_autolog_includes_litellm_gemini_and_bedrock_lazily() -> None:
-    for module in ("litellm", "google.genai", "boto3"):
+    for module in ("litellm.main", "google.genai", "boto3"):
         pytest.importorskip(module)
     out = _run_python(
         """

@@ -21,7 +21,8 @@ from tests._servers.llm import ScriptedLLMServer
 from tests._servers.llm_fixtures import CLIENT_TIMEOUT_S, TEST_ANTHROPIC_API_KEY, TEST_OPENAI_API_KEY
 from tests.integrations._helpers import assert_no_secret, chunk_values, exception_event, only_span, tree
 
-litellm = pytest.importorskip("litellm")
+pytest.importorskip("litellm.main")  # not just "litellm": this test folder is a namespace package of that name
+import litellm  # noqa: E402
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 WEATHER_TOOL = {
