@@ -116,18 +116,26 @@ def _processor_class(base: type) -> type:
         def __init__(self) -> None:
             self._lock = threading.Lock()
             self._open: dict[str, tuple[LiveSpan | NoOpSpan, object]] = {}
+            self._roots: dict[str, LiveSpan | NoOpSpan] = {}
+            self._skipped: dict[str, str | None] = {}  # SDK span id -> its parent, for spans not recorded
 
         def on_trace_start(self, trace: Any) -> None:
             if not _state.active or not tracing_on() or _RUN_ROOT.get() is not None:
                 return  # the run's own root span (``_run_wrapper``) stands for the trace
             try:
                 span = _call.start_llm_span(trace.name or "Agent workflow", SpanType.AGENT, None, {})
-                self._push(f"trace:{trace.trace_id}", span)
+                # not made current: ``run_streamed`` starts the trace in the caller's context and ends
+                # it in its background task; the SDK's top spans are parented to it explicitly instead
+                with self._lock:
+                    self._roots[trace.trace_id] = span
             except Exception as exc:  # noqa: BLE001 - the agent run goes on untraced
                 report_internal_error("agents trace start", exc)
 
         def on_trace_end(self, trace: Any) -> None:
-            self._pop(f"trace:{trace.trace_id}", None)
+            with self._lock:
+                root = self._roots.pop(trace.trace_id, None)
+            if root is not None:
+                _fluent._end_ok(root, None, has_outputs=False)
 
         def on_span_start(self, span: Any) -> None:
             if not _state.active or not tracing_on():
@@ -136,16 +144,36 @@ def _processor_class(base: type) -> type:
                 data = span.span_data
                 kind = data.type
                 if kind in _SKIPPED_SPANS:
+                    with self._lock:
+                        self._skipped[span.span_id] = span.parent_id
                     return
                 inputs, attributes = _describe(kind, data)
                 name = getattr(data, "name", None) or _names.get(kind, kind)
-                started = _call.start_llm_span(str(name), _SPAN_TYPES.get(kind, SpanType.UNKNOWN), inputs, attributes)
+                with self._lock:
+                    root = self._roots.get(span.trace_id)
+                parent = _fluent._attach(root) if root is not None and self._top_level(span) else None
+                try:
+                    started = _call.start_llm_span(
+                        str(name), _SPAN_TYPES.get(kind, SpanType.UNKNOWN), inputs, attributes)
+                finally:
+                    if parent is not None:
+                        _fluent._detach(parent)
                 self._push(span.span_id, started)
             except Exception as exc:  # noqa: BLE001 - the agent run goes on untraced
                 report_internal_error("agents span start", exc)
 
         def on_span_end(self, span: Any) -> None:
+            with self._lock:
+                self._skipped.pop(span.span_id, None)
             self._pop(span.span_id, span)
+
+        def _top_level(self, span: Any) -> bool:
+            """No recorded SDK span above it (skipped ones looked through): its parent is the trace's root."""
+            parent = span.parent_id
+            with self._lock:
+                while parent in self._skipped:
+                    parent = self._skipped[parent]
+                return parent is None or parent not in self._open
 
         def shutdown(self) -> None:
             pass

@@ -121,6 +121,20 @@ def test_guardrail_tripwire_is_recorded(llm_server: ScriptedLLMServer, model: An
     assert exception_event(root)["exception.type"].endswith("InputGuardrailTripwireTriggered")
 
 
+async def test_run_streamed_with_a_tool_keeps_the_tree(
+    llm_server: ScriptedLLMServer, model: Any, flowtel_traces: Any
+) -> None:
+    llm_server.enqueue_openai_responses_stream(function_calls=[{"name": "get_weather", "arguments": {"city": "Oslo"}}])
+    llm_server.enqueue_openai_responses_stream("Sunny in Oslo.")
+    agent = agents.Agent(name="weather", instructions="Help.", tools=[get_weather], model=model)
+    result = agents.Runner.run_streamed(agent, "Weather in Oslo?")
+    async for _ in result.stream_events():
+        pass
+    [trace] = flowtel_traces.traces
+    assert tree(trace) == [(0, "Agent workflow", "AGENT"), (1, "weather", "AGENT"), (2, "AsyncResponses", "CHAT_MODEL"),
+                           (2, "get_weather", "TOOL"), (2, "AsyncResponses", "CHAT_MODEL")]
+
+
 async def test_run_streamed(llm_server: ScriptedLLMServer, model: Any, flowtel_traces: Any) -> None:
     llm_server.enqueue_openai_responses_stream("Streaming works.")
     agent = agents.Agent(name="streamer", instructions="Help.", model=model)
@@ -134,7 +148,8 @@ async def test_run_streamed(llm_server: ScriptedLLMServer, model: Any, flowtel_t
     [chat] = _by_type(trace, "CHAT_MODEL")
     assert chat.outputs["output"][0]["content"][0]["text"] == "Streaming works."
     assert chat.attributes["flowtel.stream.end_reason"] == "consumed"
-    assert [s.name for s in _by_type(trace, "AGENT")] == ["Agent workflow", "streamer"]
+    assert tree(trace)[:2] == [(0, "Agent workflow", "AGENT"), (1, "streamer", "AGENT")]
+    assert flowtel.get_current_active_span() is None  # nothing left current in the caller's context
 
 
 def test_disable_records_nothing(llm_server: ScriptedLLMServer, model: Any, flowtel_traces: Any) -> None:
