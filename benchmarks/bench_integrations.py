@@ -82,10 +82,78 @@ def _cases(server: ScriptedLLMServer) -> list[tuple[str, str, Callable[[], Any]]
     try:
         from langchain_openai import ChatOpenAI
     except ImportError:
-        return cases
-    llm = ChatOpenAI(model="gpt-4o-mini", base_url=server.openai_base_url, api_key="sk-bench", max_retries=0)
-    cases.append(("langchain ChatOpenAI", "langchain+openai", lambda: llm.invoke("What is the capital of France?")))
+        pass
+    else:
+        llm = ChatOpenAI(model="gpt-4o-mini", base_url=server.openai_base_url, api_key="sk-bench", max_retries=0)
+        cases.append(("langchain ChatOpenAI", "langchain+openai", lambda: llm.invoke("What is the capital of France?")))
+    for more in (_litellm_cases, _gemini_cases, _bedrock_cases):
+        try:
+            cases += more(server)
+        except ImportError as exc:  # the library is not installed: its rows are left out
+            print(f"(skipped: {exc})")
     return cases
+
+
+def _litellm_cases(server: ScriptedLLMServer) -> list[tuple[str, str, Callable[[], Any]]]:
+    import os
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    options = {"api_base": server.openai_base_url, "api_key": "sk-bench", "max_retries": 0}
+
+    def completion() -> Any:
+        return litellm.completion("openai/gpt-4o-mini", USER, **options)
+
+    def completion_stream() -> Any:
+        return list(litellm.completion("openai/gpt-4o-mini", USER, stream=True, **options))
+
+    # litellm+openai: both integrations on, as flowtel.autolog() does; one span per call
+    return [("litellm completion", "litellm+openai", completion),
+            ("litellm stream", "litellm+openai", completion_stream)]
+
+
+def _gemini_cases(server: ScriptedLLMServer) -> list[tuple[str, str, Callable[[], Any]]]:
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key="AIza-bench", http_options=types.HttpOptions(base_url=server.gemini_base_url))
+    question = USER[0]["content"]
+
+    def generate() -> Any:
+        return client.models.generate_content(model="gemini-2.0-flash", contents=question)
+
+    def generate_stream() -> Any:
+        return list(client.models.generate_content_stream(model="gemini-2.0-flash", contents=question))
+
+    return [("gemini generate", "gemini", generate), ("gemini stream", "gemini", generate_stream)]
+
+
+def _bedrock_cases(server: ScriptedLLMServer) -> list[tuple[str, str, Callable[[], Any]]]:
+    import json
+
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "bedrock-runtime", endpoint_url=server.bedrock_endpoint_url, region_name="us-east-1",
+        aws_access_key_id="AKIABENCH", aws_secret_access_key="bench", config=Config(retries={"total_max_attempts": 1}),
+    )
+    model = "anthropic.claude-3-5-haiku-20241022-v1:0"
+    messages = [{"role": "user", "content": [{"text": USER[0]["content"]}]}]
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64, "messages": USER})
+
+    def converse() -> Any:
+        return client.converse(modelId=model, messages=messages)
+
+    def converse_stream() -> Any:
+        return list(client.converse_stream(modelId=model, messages=messages)["stream"])
+
+    def invoke() -> Any:
+        return json.loads(client.invoke_model(modelId=model, body=body)["body"].read())
+
+    return [("bedrock converse", "bedrock", converse), ("bedrock converse_stream", "bedrock", converse_stream),
+            ("bedrock invoke_model", "bedrock", invoke)]
 
 
 def _switch(integration: str, on: bool) -> None:
@@ -127,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     calls, repeats = (30, 3) if args.quick else (args.calls, args.repeats)
     _runtime.set_destinations([_runtime.Destination(exporter=_NullExporter())])
-    header = (f"{'case':<22} {'off us':>7} {'on us':>7} {'+us':>6} {'ratio':>6}   "
+    header = (f"{'case':<24} {'off us':>7} {'on us':>7} {'+us':>6} {'ratio':>6}   "
               f"{'off cpu us':>10} {'on cpu us':>9} {'+cpu us':>8} {'ratio':>6}")
     print(f"{calls} calls per block, {repeats} alternating off/on blocks, median per call")
     print(header)
@@ -136,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, integration, fn in _cases(server):
             m = measure(fn, integration, calls, repeats)
             print(
-                f"{name:<22} {m['off']:>7.0f} {m['on']:>7.0f} {m['on'] - m['off']:>6.0f} {m['on'] / m['off']:>6.2f}   "
+                f"{name:<24} {m['off']:>7.0f} {m['on']:>7.0f} {m['on'] - m['off']:>6.0f} {m['on'] / m['off']:>6.2f}   "
                 f"{m['off_cpu']:>10.0f} {m['on_cpu']:>9.0f} {m['on_cpu'] - m['off_cpu']:>8.0f} "
                 f"{m['on_cpu'] / m['off_cpu']:>6.2f}",
                 flush=True,

@@ -86,6 +86,9 @@ PROVIDERS: dict[str, IntegrationSpec] = {
     "openai": _spec("openai", "openai", (1, 40), (4,)),
     "anthropic": _spec("anthropic", "anthropic", (0, 40), (3,)),
     "langchain": _spec("langchain", "langchain-core", (0, 3, 10), (2,), import_name="langchain_core"),
+    "litellm": _spec("litellm", "litellm", (1, 60), (2,)),
+    "gemini": _spec("gemini", "google-genai", (1, 0), (4,), import_name="google.genai"),
+    "bedrock": _spec("bedrock", "boto3", (1, 34), (2,), import_name="boto3"),
 }
 """Every provider, in the order ``flowtel.autolog()`` enables them (and conventions are tried)."""
 

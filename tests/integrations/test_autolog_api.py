@@ -172,3 +172,35 @@ def test_public_api() -> None:
     assert _registry.parse_version("1.2.3rc1") == (1, 2, 3)
     assert _registry.parse_version("v0.3") == (0, 3)
     assert _registry.parse_version("unknown") is None
+
+
+def test_autolog_includes_litellm_gemini_and_bedrock_lazily() -> None:
+    for module in ("litellm.main", "google.genai", "boto3"):
+        pytest.importorskip(module)
+    out = _run_python(
+        """
+        import os
+        import sys
+        os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+        import flowtel
+        from flowtel.integrations import _registry
+        sdks = ("litellm", "google.genai", "boto3", "botocore")
+        flowtel.autolog()
+        assert not [m for m in sys.modules if m in sdks], "autolog imported an SDK"
+        import wrapt
+        import litellm
+        from google.genai import models
+        import boto3
+        from botocore.client import BaseClient
+        assert all(_registry.is_patched(n) for n in ("litellm", "gemini", "bedrock"))
+        assert isinstance(vars(litellm)["completion"], wrapt.FunctionWrapper)
+        assert isinstance(vars(models.Models)["generate_content"], wrapt.FunctionWrapper)
+        assert isinstance(vars(BaseClient)["_make_api_call"], wrapt.FunctionWrapper)
+        flowtel.autolog(disable=True)
+        assert not isinstance(vars(litellm)["completion"], wrapt.FunctionWrapper)
+        assert not isinstance(vars(models.Models)["generate_content"], wrapt.FunctionWrapper)
+        assert not isinstance(vars(BaseClient)["_make_api_call"], wrapt.FunctionWrapper)
+        print("ok")
+        """
+    )
+    assert out.strip().splitlines()[-1] == "ok"

@@ -4,6 +4,7 @@
   that opens an LLM span marks the context; a provider integration called inside it records nothing).
 * ``_call``: the span of one SDK call (:class:`~._call.LLMCall`) and the ``wrapt`` wrappers of sync
   and async SDK methods.
+* ``_chat_stream``: a completion rebuilt from OpenAI-shaped chat chunks (OpenAI, LiteLLM...).
 * ``_stream``: stream proxies that keep a streaming call's span open while the user reads and end it
   exactly once (consumed, closed, errored, cancelled or garbage-collected), chunks as events.
 * ``_patch``: :class:`~._patch.Patcher` installs ``wrapt`` wrappers and restores the originals exactly.

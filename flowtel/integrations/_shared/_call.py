@@ -15,12 +15,19 @@ from flowtel._errors import report_internal_error
 from flowtel.entities import LiveSpan, NoOpSpan
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.integrations._shared._context import llm_call_active, llm_call_reset, llm_call_scope, tracing_on
-from flowtel.integrations._shared._stream import StreamAccumulator, StreamRecorder, TracedAsyncStream, TracedStream
+from flowtel.integrations._shared._stream import (
+    ObjectProxy,
+    StreamAccumulator,
+    StreamRecorder,
+    TracedAsyncStream,
+    TracedStream,
+)
 from flowtel.integrations._shared._values import jsonable
 from flowtel.tracing import _engine
 
 __all__ = [
     "LLMCall",
+    "RawStreamResponse",
     "SdkState",
     "StartCall",
     "async_wrapper",
@@ -179,13 +186,16 @@ def finish_call(state: SdkState, call: LLMCall, result: Any, kwargs: Mapping[str
     """The SDK result for the user: a stream wrapped so the span ends with it; else the span ends now.
 
     ``with_raw_response`` results are recorded through their parsed body (``parsed``); a body the
-    user has not read yet (``with_streaming_response``, raw streams) is left unread.
+    user has not read yet (``with_streaming_response``) is left unread -- unless it is a stream,
+    whose span then ends with the stream its ``parse()`` returns (:class:`RawStreamResponse`).
     """
     try:
         if isinstance(result, state.streams):
             return TracedStream(result, call.recorder())
         if isinstance(result, state.async_streams):
             return TracedAsyncStream(result, call.recorder())
+        if raw_response_mode(kwargs) == "stream" and kwargs.get("stream") is True and call.accumulator is not None:
+            return RawStreamResponse(result, state, call.recorder())
         if raw_response_mode(kwargs) is None:
             call.finish(result)
         else:
@@ -194,6 +204,39 @@ def finish_call(state: SdkState, call: LLMCall, result: Any, kwargs: Mapping[str
         report_internal_error("integration result", exc)
         call.finish(None)
     return result
+
+
+class RawStreamResponse(ObjectProxy):
+    """A ``with_streaming_response`` answer to a streaming request: the stream its ``parse()``
+    returns ends the span (as a stream does); left unparsed, the span ends when it is collected."""
+
+    def __init__(self, wrapped: Any, state: SdkState, recorder: StreamRecorder) -> None:
+        super().__init__(wrapped)
+        self._self_state = state
+        self._self_recorder = recorder
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        parsed = self.__wrapped__.parse(*args, **kwargs)
+        if inspect.isawaitable(parsed):
+            return self._traced_async(parsed)
+        return self._traced(parsed)
+
+    async def _traced_async(self, parsed: Any) -> Any:
+        return self._traced(await parsed)
+
+    def _traced(self, parsed: Any) -> Any:
+        state, recorder = self._self_state, self._self_recorder
+        if isinstance(parsed, state.streams):
+            return TracedStream(parsed, recorder)
+        if isinstance(parsed, state.async_streams):
+            return TracedAsyncStream(parsed, recorder)
+        return parsed
+
+    def __del__(self) -> None:
+        try:
+            self._self_recorder.finish_gc()
+        except Exception:  # noqa: BLE001 - a finaliser must never raise (interpreter shutdown)
+            pass
 
 
 def raw_response_mode(kwargs: Mapping[str, Any]) -> str | None:

@@ -275,6 +275,12 @@ class TracedAsyncStream(_StreamProxyBase):
         finally:
             self._self_recorder.finish("closed")
 
+    async def aclose(self) -> Any:
+        try:
+            return await self.__wrapped__.aclose()
+        finally:
+            self._self_recorder.finish("closed")
+
     async def __aenter__(self) -> TracedAsyncStream:
         await self.__wrapped__.__aenter__()
         return self

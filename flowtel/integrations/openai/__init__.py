@@ -11,7 +11,14 @@ sync and async, streaming or not. Span name: the resource class (``Completions``
 redacted; each one except ``messages``/``input`` is also its own attribute (as MLflow does).
 Outputs: the response (a stream's is rebuilt from its chunks). Attributes:
 ``mlflow.message.format="openai"``, ``mlflow.chat.tools``, ``mlflow.llm.model`` (the response's
-model), ``mlflow.llm.provider`` (``openai``, or ``azure`` for Azure clients), ``mlflow.chat.tokenUsage``.
+model), ``mlflow.llm.provider`` (from the client's ``base_url``: ``groq``, ``ollama``, ``deepseek``,
+``mistral``, ``together_ai``, ``fireworks_ai``, ``openrouter``, ``xai``, ``azure``, ``vllm``,
+``lm_studio``..., else ``openai``; see :func:`register_provider`), ``mlflow.chat.tokenUsage``.
+
+The OpenAI Agents SDK (``openai-agents``) is traced by the same switch, as in MLflow: one trace per
+``Runner.run`` / ``run_sync`` / ``run_streamed`` with ``AGENT`` spans per agent, the model calls as
+the ``CHAT_MODEL`` spans above (one per call), ``TOOL`` spans for function tools, handoff and
+guardrail spans; nested under the caller's ``@flowtel.trace`` span (``_agents``).
 
 Nothing here imports ``openai`` until the integration is installed, after the user imported it.
 The package: ``_patch`` (wrapped methods, the span of a call), ``_parse`` (usage, tools), ``_stream``
@@ -21,8 +28,9 @@ The package: ``_patch`` (wrapped methods, the span of a call), ``_parse`` (usage
 from __future__ import annotations
 
 from flowtel.integrations import _registry
+from flowtel.integrations.openai._base_url import register_provider, reset_providers
 
-__all__ = ["autolog"]
+__all__ = ["autolog", "register_provider", "reset_providers"]
 
 _NAME = "openai"
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any
 
+from flowtel._errors import report_internal_error
 from flowtel.entities import LiveSpan, SpanType
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.integrations._shared import _call
@@ -17,6 +19,7 @@ from flowtel.integrations._shared._call import LLMCall, SdkState
 from flowtel.integrations._shared._patch import Patcher, import_attr
 from flowtel.integrations._shared._stream import StreamAccumulator
 from flowtel.integrations._shared._values import field_of, omit_unset, scrub_kwargs
+from flowtel.integrations.openai._base_url import provider_for
 from flowtel.integrations.openai._parse import openai_tools, openai_usage
 from flowtel.integrations.openai._stream import ChatAccumulator, CompletionAccumulator, ResponsesAccumulator
 
@@ -67,11 +70,42 @@ def install() -> None:
         wrap = _call.async_wrapper if _is_async(owner, method) else _call.sync_wrapper
         _patcher.wrap(owner, method, wrap(_state, start))
     _state.active = True
+    _hook_agents()
 
 
 def uninstall() -> None:
     _state.active = False
     _patcher.restore()
+    from flowtel.integrations.openai._agents import uninstall_agents
+
+    uninstall_agents()
+
+
+_agents_hooked = False
+
+
+def _hook_agents() -> None:
+    """The OpenAI Agents SDK, when the program imports it (now, if it already has)."""
+    global _agents_hooked
+    import wrapt
+
+    if not _agents_hooked:
+        _agents_hooked = True
+        wrapt.register_post_import_hook(_on_agents_import, "agents")
+    elif "agents" in sys.modules:
+        _on_agents_import(sys.modules["agents"])
+
+
+def _on_agents_import(module: Any) -> None:
+    del module
+    if not _state.active:
+        return
+    try:
+        from flowtel.integrations.openai._agents import install_agents
+
+        install_agents()
+    except Exception as exc:  # noqa: BLE001 - the Agents SDK runs untraced rather than broken
+        report_internal_error("openai-agents integration install", exc)
 
 
 def _is_async(owner: type, method: str) -> bool:
@@ -103,8 +137,7 @@ def _start(
 
 
 def _provider(instance: Any) -> str:
-    client = getattr(instance, "_client", None)
-    return "azure" if "Azure" in type(client).__name__ else "openai"
+    return provider_for(getattr(instance, "_client", None))
 
 
 def _finalize(provider: str, span: LiveSpan, response: Any) -> None:

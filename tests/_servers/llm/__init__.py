@@ -6,6 +6,10 @@ thread on ``127.0.0.1:<free port>``. It speaks the real wire formats of
 * OpenAI: ``POST /v1/chat/completions`` (JSON and SSE), ``POST /v1/responses`` (JSON and SSE),
   ``POST /v1/embeddings`` (float and base64 encodings), ``POST /v1/completions`` (legacy, JSON and SSE);
 * Anthropic: ``POST /v1/messages`` (JSON and SSE) and ``POST /v1/messages/count_tokens``;
+* Gemini (``google-genai``): ``POST /v1beta/models/{model}:generateContent`` (JSON),
+  ``:streamGenerateContent?alt=sse`` (SSE) and ``:batchEmbedContents``;
+* Bedrock runtime (boto3): ``POST /model/{modelId}/converse`` / ``invoke`` (JSON) and
+  ``converse-stream`` / ``invoke-with-response-stream`` (AWS event-stream binary framing);
 
 so that instrumentation tests run the real SDK code paths over real HTTP, without network access,
 API keys, or patching SDK internals.
@@ -64,7 +68,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from tests._servers.llm import anthropic, openai
+from tests._servers.llm import anthropic, bedrock, gemini, openai
 from tests._servers.llm._core import (
     RecordedRequest,
     StreamErrorMode,
@@ -74,6 +78,14 @@ from tests._servers.llm._core import (
     routes,
 )
 from tests._servers.llm.anthropic import ANTHROPIC_COUNT_TOKENS, ANTHROPIC_MESSAGES, AnthropicScripts
+from tests._servers.llm.bedrock import (
+    BEDROCK_CONVERSE,
+    BEDROCK_CONVERSE_STREAM,
+    BEDROCK_INVOKE,
+    BEDROCK_INVOKE_STREAM,
+    BedrockScripts,
+)
+from tests._servers.llm.gemini import GEMINI_EMBED, GEMINI_GENERATE, GEMINI_STREAM, GeminiScripts
 from tests._servers.llm.openai import (
     OPENAI_CHAT_COMPLETIONS,
     OPENAI_COMPLETIONS,
@@ -85,6 +97,13 @@ from tests._servers.llm.openai import (
 __all__ = [
     "ANTHROPIC_COUNT_TOKENS",
     "ANTHROPIC_MESSAGES",
+    "BEDROCK_CONVERSE",
+    "BEDROCK_CONVERSE_STREAM",
+    "BEDROCK_INVOKE",
+    "BEDROCK_INVOKE_STREAM",
+    "GEMINI_EMBED",
+    "GEMINI_GENERATE",
+    "GEMINI_STREAM",
     "OPENAI_CHAT_COMPLETIONS",
     "OPENAI_COMPLETIONS",
     "OPENAI_EMBEDDINGS",
@@ -97,14 +116,14 @@ __all__ = [
     "main",
 ]
 
-for _wire in (openai.WIRE, anthropic.WIRE):  # the first one also answers unknown paths
+for _wire in (openai.WIRE, anthropic.WIRE, gemini.WIRE, bedrock.WIRE):  # the first one also answers unknown paths
     register_wire(_wire)
 
 #: Every route the server answers (``POST`` only).
 ROUTES: frozenset[str] = routes()
 
 
-class ScriptedLLMServer(OpenAIScripts, AnthropicScripts):
+class ScriptedLLMServer(OpenAIScripts, AnthropicScripts, GeminiScripts, BedrockScripts):
     """A loopback HTTP server speaking the OpenAI and Anthropic wire formats, answering from a script.
 
     Construct, :meth:`start` (or use as a context manager), point SDK clients at :attr:`openai_base_url`

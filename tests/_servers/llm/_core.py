@@ -135,6 +135,7 @@ class _SseReply:
     headers: list[tuple[str, str]]
     disconnect_after: int | None = None
     hold_after: int | None = None
+    content_type: str = "text/event-stream; charset=utf-8"  # AWS event streams: application/vnd.amazon.eventstream
 
 
 _Reply = Union[_JsonReply, _SseReply]
@@ -201,6 +202,8 @@ class ProviderWire:
         error_body: ``(status, message, error_type, code, request_id) -> JSON`` error in its format.
         default_reply: ``(ctx, embedding_dimensions) -> reply``: the echo answer of an empty script.
         stream_error: ``(events_sent) -> SSE bytes``: its in-stream error event.
+        route_of: ``path -> route`` for a provider whose paths carry parameters (Gemini's
+            ``/v1beta/models/{model}:generateContent``), or None: its routes are matched exactly.
     """
 
     name: str
@@ -209,6 +212,7 @@ class ProviderWire:
     error_body: Callable[[int, str | None, str | None, str | None, str], JSONDict]
     default_reply: Callable[[_Context, int], _Reply]
     stream_error: Callable[[int], bytes]
+    route_of: Callable[[str], str | None] | None = None
 
 
 _WIRES: dict[str, ProviderWire] = {}  # route -> wire
@@ -240,6 +244,11 @@ def _wire_for(route: str | None) -> ProviderWire:
 
 def canonical_route(path: str) -> str | None:
     """Map a request path to a registered route, tolerating a missing ``/v1`` and a trailing slash."""
+    for wire in _PROVIDERS:
+        if wire.route_of is not None:
+            found = wire.route_of(path)
+            if found is not None:
+                return found
     clean = path.rstrip("/") or "/"
     if not clean.startswith("/v1/"):
         clean = "/v1" + clean
@@ -654,7 +663,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_sse(self, reply: _SseReply, request_id: str) -> None:
         try:
             self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Content-Type", reply.content_type)
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
             self._common_headers(request_id, reply.headers)

@@ -500,3 +500,79 @@ def test_azure_client_is_recorded_with_the_azure_provider(llm_server: ScriptedLL
     span = only_span(flowtel_traces.last)
     assert span.attributes["mlflow.llm.provider"] == "azure"
     assert_no_secret(flowtel_traces.last, TEST_OPENAI_API_KEY)
+
+
+# -- OpenAI-compatible services: the provider from the client's base_url ---------------------------
+@pytest.mark.parametrize(
+    ("base_url", "provider"),
+    [
+        ("https://api.openai.com/v1", "openai"),
+        ("https://api.groq.com/openai/v1", "groq"),
+        ("http://localhost:11434/v1", "ollama"),
+        ("http://127.0.0.1:11434/v1", "ollama"),
+        ("https://api.deepseek.com", "deepseek"),
+        ("https://api.mistral.ai/v1", "mistral"),
+        ("https://api.together.xyz/v1", "together_ai"),
+        ("https://api.fireworks.ai/inference/v1", "fireworks_ai"),
+        ("https://openrouter.ai/api/v1", "openrouter"),
+        ("https://api.x.ai/v1", "xai"),
+        ("https://my-resource.openai.azure.com/openai/v1/", "azure"),
+        ("http://localhost:8000/v1", "vllm"),
+        ("http://localhost:1234/v1", "lm_studio"),
+        ("https://llm.internal.example.com/v1", "openai"),
+        ("http://localhost:9999/v1", "openai"),
+    ],
+)
+def test_provider_is_read_from_the_base_url(base_url: str, provider: str) -> None:
+    from flowtel.integrations.openai._base_url import provider_for
+
+    with openai.OpenAI(base_url=base_url, api_key=TEST_OPENAI_API_KEY) as client:
+        assert provider_for(client) == provider
+
+
+def test_openai_compatible_service_is_recorded_with_its_provider(
+    llm_server: ScriptedLLMServer, flowtel_traces: Any
+) -> None:
+    # the scripted endpoint stands in for a self-hosted server named by a user rule (which wins)
+    flowtel.openai.register_provider(f"http://localhost:{llm_server.port}", "vllm")
+    flowtel.openai.register_provider(".example.com", "groq")
+    try:
+        client = openai.OpenAI(
+            base_url=f"http://localhost:{llm_server.port}/v1", api_key=TEST_OPENAI_API_KEY, max_retries=0,
+            timeout=CLIENT_TIMEOUT_S,
+        )
+        with client:
+            client.chat.completions.create(model="llama-3.1-8b", messages=USER)
+            list(client.chat.completions.create(model="llama-3.1-8b", messages=USER, stream=True))
+        with openai.OpenAI(base_url="https://gw.example.com/v1", api_key="k") as other:
+            from flowtel.integrations.openai._base_url import provider_for
+
+            assert provider_for(other) == "groq"
+    finally:
+        flowtel.openai.reset_providers()
+    chat, stream = flowtel_traces.traces
+    assert only_span(chat).attributes["mlflow.llm.provider"] == "vllm"
+    assert only_span(stream).attributes["mlflow.llm.provider"] == "vllm"
+    assert_no_secret(chat, TEST_OPENAI_API_KEY)
+
+
+def test_register_provider_rejects_bad_rules_at_once() -> None:
+    from flowtel._exceptions import InvalidParameterError
+
+    for host, provider, port in (("", "groq", None), ("api.example.com", "", None), ("h", "p", 70000)):
+        with pytest.raises(InvalidParameterError):
+            flowtel.openai.register_provider(host, provider, port=port)
+
+
+def test_with_streaming_response_stream_ends_with_the_parsed_stream(
+    llm_server: ScriptedLLMServer, openai_client: Any, flowtel_traces: Any
+) -> None:
+    llm_server.enqueue_openai_chat_stream(["Par", "is"])
+    with openai_client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=USER, stream=True
+    ) as raw:
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert text == "Paris"
+    span = only_span(flowtel_traces.last)
+    assert span.outputs["choices"][0]["message"]["content"] == "Paris"
+    assert span.attributes["flowtel.stream.end_reason"] == "consumed"
