@@ -67,6 +67,7 @@ def fresh_flowtel() -> Iterator[None]:
             os.environ[key] = value
     flowtel.tracing.enable()
     flowtel.tracing.configure(span_processors=[])
+    flowtel.tracing._links.reset()  # set_destination(location) / set_active_model are process-wide
     _runtime.reset()
 
 
