@@ -73,6 +73,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
 MLFLOW_TRACKING_URI = EnvVar(
     "MLFLOW_TRACKING_URI", "", str,
     "Where traces go: an http(s):// MLflow server; unset keeps the embedded local store.",
@@ -201,6 +208,14 @@ FLOWTEL_REDACT = EnvVar(
 )
 FLOWTEL_CAPTURE_BINARY = EnvVar(
     "FLOWTEL_CAPTURE_BINARY", False, _bool, "Keep bytes and base64 media inline instead of a size marker."
+)
+MLFLOW_TRACE_EXTRACT_ATTACHMENTS = EnvVar(
+    "MLFLOW_TRACE_EXTRACT_ATTACHMENTS", True, _bool,
+    "Take media out of span inputs/outputs as trace attachments (mlflow-attachment:// references).",
+)
+MLFLOW_TRACE_MAX_ATTACHMENT_SIZE = EnvVar(
+    "MLFLOW_TRACE_MAX_ATTACHMENT_SIZE", 0, _non_negative_int,
+    "Largest attachment kept, in bytes (0: no cap); larger media become a marker.",
 )
 FLOWTEL_MAX_ATTRIBUTE_BYTES = EnvVar(
     "FLOWTEL_MAX_ATTRIBUTE_BYTES", 1_000_000, _positive_int,

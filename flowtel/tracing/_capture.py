@@ -36,6 +36,7 @@ CONTENT_FREE_KEYS = frozenset({
     "gen_ai.system", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
 })
 _CONTENT_FREE_EVENT_KEYS = frozenset({"exception.type", "items_yielded"})
+_CONTENT_KEYS = frozenset({SpanAttributeKey.INPUTS, SpanAttributeKey.OUTPUTS})  # where media become attachments
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,18 @@ class CapturePolicy:
 
     limits: CaptureLimits
     capture_content: bool = True
+
+    @property
+    def content_limits(self) -> CaptureLimits:
+        """The limits for span inputs and outputs: media become trace attachments there."""
+        cached: CaptureLimits | None = self.__dict__.get("_content_limits")
+        if cached is None:
+            cached = self.limits
+            if not cached.capture_binary and _config.MLFLOW_TRACE_EXTRACT_ATTACHMENTS.get():
+                cached = replace(cached, extract_attachments=True,
+                                 max_attachment_bytes=_config.MLFLOW_TRACE_MAX_ATTACHMENT_SIZE.get())
+            object.__setattr__(self, "_content_limits", cached)
+        return cached
 
 
 _lock = threading.Lock()
@@ -120,7 +133,7 @@ def encode_with_policy(key: str, value: Any, current: CapturePolicy) -> str:
         return _NOT_RECORDED_JSON
     if current.limits.redact and _is_sensitive_attribute(key):
         return _REDACTED_JSON
-    return dump_json(value, current.limits)
+    return dump_json(value, current.content_limits if key in _CONTENT_KEYS else current.limits)
 
 
 def event_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:

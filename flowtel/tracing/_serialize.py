@@ -78,6 +78,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Union
 
+from flowtel import _attachments
 from flowtel._redaction import REDACTED, is_sensitive_key, redact_text
 
 __all__ = [
@@ -119,6 +120,10 @@ class CaptureLimits:
             exponentially shared structures (what is left out is marked like other cut items).
         redact: Replace values under credential-like keys with :data:`REDACTED`.
         capture_binary: Keep bytes / base64 media (as base64 text) instead of a size marker.
+        extract_attachments: Instead of a size marker, take bytes / base64 media out as a trace
+            attachment and record its ``mlflow-attachment://`` reference (span inputs and
+            outputs, as MLflow does; ``capture_binary`` wins).
+        max_attachment_bytes: Attachments larger than this are dropped with a marker (0: no cap).
     """
 
     max_attribute_bytes: int = 1_000_000
@@ -128,6 +133,8 @@ class CaptureLimits:
     max_nodes: int = 200_000
     redact: bool = True
     capture_binary: bool = False
+    extract_attachments: bool = False
+    max_attachment_bytes: int = 0
 
     def __post_init__(self) -> None:
         """Reject nonsensical limits early with a clear message (bad config must fail loudly)."""
@@ -146,7 +153,9 @@ class CaptureLimits:
                 raise ValueError(f"CaptureLimits.{name} must be >= {minimum}, got {value}")
         if self.max_depth > _MAX_DEPTH_LIMIT:
             raise ValueError(f"CaptureLimits.max_depth must be <= {_MAX_DEPTH_LIMIT}, got {self.max_depth}")
-        for name in ("redact", "capture_binary"):
+        if type(self.max_attachment_bytes) is not int or self.max_attachment_bytes < 0:
+            raise ValueError(f"CaptureLimits.max_attachment_bytes must be an int >= 0, got {self.max_attachment_bytes!r}")
+        for name in ("redact", "capture_binary", "extract_attachments"):
             if type(getattr(self, name)) is not bool:
                 raise TypeError(f"CaptureLimits.{name} must be a bool")
 
@@ -192,6 +201,27 @@ def to_jsonable(value: object, limits: CaptureLimits = DEFAULT_LIMITS) -> Json:
 def binary_marker(size: int, mime: str | None = None) -> str:
     """Readable stand-in for binary content, e.g. ``"[binary image/png 1234 bytes]"``."""
     return f"[binary {mime} {size} bytes]" if mime else f"[binary {size} bytes]"
+
+
+def _media(size: int, mime: str | None, data: Callable[[], bytes], limits: CaptureLimits) -> str:
+    """The stand-in for media: an attachment reference when ``limits.extract_attachments`` (the
+    bytes parked for the trace), else (or if the payload does not decode) a size marker."""
+    if limits.extract_attachments:
+        cap = limits.max_attachment_bytes
+        if cap and size > cap:
+            return _attachments.too_large_marker(size, cap)
+        try:
+            payload = data()
+        except (binascii.Error, ValueError):
+            return binary_marker(size, mime)
+        return _attachments.park(mime or "application/octet-stream", payload)
+    return binary_marker(size, mime)
+
+
+def _b64decode(text: str) -> bytes:
+    """Standard or URL-safe base64, whitespace ignored."""
+    compact = "".join(text.split()).translate(_URLSAFE_TO_STD)
+    return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -520,17 +550,18 @@ def _base64_decoded_size(payload: str) -> int:
     return max(0, n * 3 // 4 - padding)
 
 
-def _data_uri_marker(text: str) -> str | None:
+def _data_uri_marker(text: str, limits: CaptureLimits = DEFAULT_LIMITS) -> str | None:
     """Marker for a ``data:<mime>;base64,...`` string, ``None`` if ``text`` is not one."""
     match = _DATA_URI_RE.match(text)
     if match is None:
         return None
     payload = text[match.end() :]
     mime = match["mime"] or _sniff_base64(payload)
-    return binary_marker(_base64_decoded_size(payload), mime.lower() if mime else None)
+    return _media(_base64_decoded_size(payload), mime.lower() if mime else None, lambda: _b64decode(payload), limits)
 
 
-def _keyed_media_marker(key: str, text: str, source: Mapping[Any, Any]) -> str | None:
+def _keyed_media_marker(key: str, text: str, source: Mapping[Any, Any],
+                        limits: CaptureLimits = DEFAULT_LIMITS) -> str | None:
     """Marker for base64 media stored under a known key (``b64_json`` or a media ``data`` field)."""
     if len(text) < _MEDIA_MIN_CHARS:
         return None
@@ -540,7 +571,7 @@ def _keyed_media_marker(key: str, text: str, source: Mapping[Any, Any]) -> str |
     if _BASE64_RE.fullmatch(text) is None:
         return None
     mime = hint if hint and "/" in hint else _sniff_base64(text)
-    return binary_marker(_base64_decoded_size(text), mime)
+    return _media(_base64_decoded_size(text), mime, lambda: _b64decode(text), limits)
 
 
 def _mime_hint(source: Mapping[Any, Any]) -> str | None:
@@ -746,7 +777,7 @@ class _Converter:
         """Apply media replacement, the per-string limit and UTF-8 repair."""
         limits = self.limits
         if not limits.capture_binary and text.startswith("data:"):
-            marker = _data_uri_marker(text)
+            marker = _data_uri_marker(text, limits)
             if marker is not None:
                 return marker
         if len(text) > limits.max_string_chars:
@@ -778,7 +809,7 @@ class _Converter:
         flat = view.cast("B") if view.ndim != 1 or view.format != "B" else view
         size = flat.nbytes
         if not self.limits.capture_binary:
-            return binary_marker(size, _mime_from_magic(bytes(flat[:16])))
+            return _media(size, _mime_from_magic(bytes(flat[:16])), flat.tobytes, self.limits)
         max_chars = self.limits.max_string_chars
         encoded_length = 4 * ((size + 2) // 3)
         if encoded_length <= max_chars:
@@ -838,7 +869,7 @@ class _Converter:
         if kind == _KIND_SENSITIVE and self.limits.redact:
             return None if item is None else REDACTED
         if kind == _KIND_MEDIA and not self.limits.capture_binary and isinstance(item, str):
-            marker = _keyed_media_marker(name, str.__str__(item), source)
+            marker = _keyed_media_marker(name, str.__str__(item), source, self.limits)
             if marker is not None:
                 return marker
         return self.convert(item, depth + 1)

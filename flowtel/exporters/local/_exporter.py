@@ -9,6 +9,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from flowtel._attachments import attachments_of
 from flowtel._exceptions import FlowtelException
 from flowtel.delivery import Destination
 from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
@@ -46,7 +47,20 @@ class LocalTraceStore(TraceStore):
         return self._db
 
     def write(self, traces: Sequence[Trace]) -> None:
-        self._open().write_traces([t.to_dict() for t in traces])
+        db = self._open()
+        db.write_traces([t.to_dict() for t in traces])
+        for trace in traces:
+            attachments = attachments_of(trace)
+            if attachments:
+                db.write_attachments(trace.info.trace_id, [
+                    (a.attachment_id, a.content_type, a.data) for a in attachments.values()
+                ])
+
+    def get_attachment(self, trace_id: str, attachment_id: str) -> tuple[str, bytes] | None:
+        """``(content_type, bytes)`` of an attachment of a stored trace (its ``mlflow-attachment://``
+        reference names the id), or None."""
+        result: tuple[str, bytes] | None = self._call(lambda db: db.get_attachment(trace_id, attachment_id))
+        return result
 
     def get_trace(self, trace_id: str) -> Trace | None:
         data = self._call(lambda db: db.get_trace(trace_id))

@@ -213,6 +213,11 @@ _SCHEMA = (
 )
 
 
+_ATTACHMENTS_TABLE = """CREATE TABLE IF NOT EXISTS attachments (
+    trace_id TEXT NOT NULL, attachment_id TEXT NOT NULL, content_type TEXT NOT NULL, data BLOB NOT NULL,
+    UNIQUE (trace_id, attachment_id))"""
+
+
 # --- prepared rows ------------------------------------------------------------------------------
 
 
@@ -1041,6 +1046,33 @@ class SqliteTraceStore:
             self._run_write(lambda conn: _write_prepared(conn, unique))
         if failures:
             raise InvalidTraceError(failures, written=len(unique))
+
+    def write_attachments(self, trace_id: str, attachments: Sequence[tuple[str, str, bytes]]) -> None:
+        """Keep a trace's attachments ``(id, content_type, bytes)`` (upsert). The table is made on
+        first use, so stores written by earlier versions need no migration."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(_ATTACHMENTS_TABLE)
+            conn.executemany(
+                "INSERT OR REPLACE INTO attachments (trace_id, attachment_id, content_type, data) VALUES (?, ?, ?, ?)",
+                [(trace_id, key, content_type, data) for key, content_type, data in attachments],
+            )
+
+        self._run_write(write)
+
+    def get_attachment(self, trace_id: str, attachment_id: str) -> tuple[str, bytes] | None:
+        def body(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
+            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'attachments'").fetchone()
+            if exists is None:
+                return None
+            row = conn.execute(
+                "SELECT content_type, data FROM attachments WHERE trace_id = ? AND attachment_id = ?",
+                (trace_id, attachment_id),
+            ).fetchone()
+            return None if row is None else (str(row[0]), bytes(row[1]))
+
+        result: tuple[str, bytes] | None = self._run_read(body)
+        return result
 
     # -- reading --
 
