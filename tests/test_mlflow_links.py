@@ -109,9 +109,9 @@ def test_mlflow_run_id_env_links_without_importing_a_run(flowtel_traces: TraceCa
 def test_active_model_set_in_flowtel_wins_over_env(flowtel_traces: TraceCapture,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_ACTIVE_MODEL_ID", "m-env")
-    flowtel.tracing.set_active_model("m-1")
+    flowtel.tracing.set_active_model(model_id="m-1")
     _answer("q")
-    flowtel.tracing.set_active_model(None)
+    flowtel.tracing.clear_active_model()
     flowtel.tracing._links.forget_environment()
     _answer("q")
     assert [t.info.trace_metadata[TraceMetadataKey.MODEL_ID] for t in flowtel_traces.traces] == ["m-1", "m-env"]

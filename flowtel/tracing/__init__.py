@@ -15,7 +15,13 @@ from flowtel._config import ConfigError
 from flowtel.delivery import destination_for
 from flowtel.entities import _hooks
 from flowtel.tracing import _capture, _clock, _links, _runtime
-from flowtel.tracing._compat import link_traces_to_run, set_active_model, set_session_hierarchy, set_span_chat_tools
+from flowtel.tracing._compat import (
+    clear_active_model,
+    link_traces_to_run,
+    set_active_model,
+    set_session_hierarchy,
+    set_span_chat_tools,
+)
 from flowtel.tracing._distributed import (
     get_tracing_context_headers_for_http_request,
     set_tracing_context_from_http_request_headers,
@@ -25,6 +31,7 @@ from flowtel.tracing._scope import context
 __all__ = [
     "ConfigError",
     "ThreadPoolExecutor",
+    "clear_active_model",
     "configure",
     "context",
     "disable",

@@ -12,8 +12,8 @@ from flowtel._exceptions import FlowtelException, InvalidParameterError
 from flowtel.entities._constants import SpanAttributeKey
 from flowtel.tracing import _links, _runtime
 
-__all__ = ["SESSION_HIERARCHY_TAG", "link_traces_to_run", "set_active_model", "set_session_hierarchy",
-           "set_span_chat_tools"]
+__all__ = ["SESSION_HIERARCHY_TAG", "clear_active_model", "link_traces_to_run", "set_active_model",
+           "set_session_hierarchy", "set_span_chat_tools"]
 
 SESSION_HIERARCHY_TAG = "mlflow.experiment.sessionHierarchy"
 _MAX_LINKED_TRACES = 100
@@ -68,11 +68,26 @@ def link_traces_to_run(trace_ids: list[str], run_id: str) -> None:
     link(list(trace_ids), str(run_id))
 
 
-def set_active_model(model_id: str | None) -> None:
-    """Link traces started from now on to this MLflow LoggedModel id (``mlflow.modelId``), as
-    ``mlflow.set_active_model(model_id=...)``; ``None`` clears it. Traces also pick up mlflow's
-    own active model and ``MLFLOW_ACTIVE_MODEL_ID``. No I/O."""
-    _links.set_active_model(model_id)
+def set_active_model(name: str | None = None, model_id: str | None = None) -> None:
+    """Link traces started from now on to an MLflow LoggedModel (``mlflow.modelId``), as
+    ``mlflow.set_active_model(model_id=...)``. Traces also pick up mlflow's own active model
+    and ``MLFLOW_ACTIVE_MODEL_ID``. No I/O.
+
+    Raises:
+        InvalidParameterError: no ``model_id`` (creating a LoggedModel by ``name`` is
+            ``mlflow.set_active_model(name=...)``'s job; flowtel then picks it up by itself).
+    """
+    if model_id is None:
+        raise InvalidParameterError(
+            "flowtel.tracing.set_active_model() needs model_id=...; to create a LoggedModel by name use "
+            f"mlflow.set_active_model(name={name!r}), which flowtel then follows."
+        )
+    _links.set_active_model(str(model_id))
+
+
+def clear_active_model() -> None:
+    """Stop linking new traces to the model set with :func:`set_active_model`."""
+    _links.set_active_model(None)
 
 
 def set_session_hierarchy(levels: list[str], experiment_id: str | None = None) -> None:
