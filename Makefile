@@ -38,7 +38,10 @@ demo: $(VENV)/.demo
 	@echo
 	FLOWTEL_STORE_PATH=$(DEMO_STORE) $(VENV)/bin/flowtel traces show latest
 
+# The MLflow versions the server tests run against (3.17.2 is in the venv; others get a cached
+# venv under ~/.cache/flowtel-tests, made once here so no test waits on pip).
 test: $(VENV)/.test
+	$(PY) -m tests._servers.mlflow_versions
 	$(PY) -m pytest -q -p no:randomly
 
 # The gate: ruff (configured in pyproject.toml) on everything, mypy --strict on flowtel/.

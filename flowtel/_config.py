@@ -209,6 +209,13 @@ FLOWTEL_REDACT = EnvVar(
 FLOWTEL_CAPTURE_BINARY = EnvVar(
     "FLOWTEL_CAPTURE_BINARY", False, _bool, "Keep bytes and base64 media inline instead of a size marker."
 )
+MLFLOW_RUN_ID = EnvVar("MLFLOW_RUN_ID", "", str, "MLflow run new traces are linked to (mlflow.sourceRun).")
+MLFLOW_ACTIVE_MODEL_ID = EnvVar(
+    "MLFLOW_ACTIVE_MODEL_ID", "", str, "MLflow LoggedModel new traces are linked to (mlflow.modelId)."
+)
+_MLFLOW_ACTIVE_MODEL_ID = EnvVar(
+    "_MLFLOW_ACTIVE_MODEL_ID", "", str, "Legacy name of MLFLOW_ACTIVE_MODEL_ID (read when that is unset)."
+)
 MLFLOW_TRACE_EXTRACT_ATTACHMENTS = EnvVar(
     "MLFLOW_TRACE_EXTRACT_ATTACHMENTS", True, _bool,
     "Take media out of span inputs/outputs as trace attachments (mlflow-attachment:// references).",

@@ -15,10 +15,10 @@ MLflow run's experiment (when ``mlflow`` and flowtel share the tracking URI), th
 from __future__ import annotations
 
 import contextvars
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from flowtel import _config
 from flowtel._errors import report_internal_error
 from flowtel.entities import TraceMetadataKey
 
@@ -82,8 +82,8 @@ def _env() -> dict[str, str | None]:
     env = _env_cache
     if env is None:
         env = _env_cache = {
-            "run": os.environ.get("MLFLOW_RUN_ID") or None,
-            "model": os.environ.get("MLFLOW_ACTIVE_MODEL_ID") or os.environ.get("_MLFLOW_ACTIVE_MODEL_ID") or None,
+            "run": _config.MLFLOW_RUN_ID.get() or None,
+            "model": _config.MLFLOW_ACTIVE_MODEL_ID.get() or _config._MLFLOW_ACTIVE_MODEL_ID.get() or None,
         }
     return env
 

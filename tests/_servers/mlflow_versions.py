@@ -9,6 +9,9 @@ environment created on first use under ``FLOWTEL_TEST_CACHE_DIR`` (default
 a file lock (parallel sessions wait for one another) and marked complete only once pip succeeded,
 so an interrupted install is redone, never used half-made.
 
+``make test`` creates them before pytest starts (``python -m tests._servers.mlflow_versions``);
+a test that needs one that is missing creates it itself (minutes, on a slow package index).
+
 Client-side checks run in such an interpreter through :func:`run_mlflow_client`: a script reads
 JSON on stdin and prints JSON on its last line of stdout.
 """
@@ -119,3 +122,14 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def main() -> None:
+    """``python -m tests._servers.mlflow_versions``: make the interpreters of every version now
+    (``make test`` runs it before pytest, so no test waits on an install)."""
+    for version in versions():
+        print(f"mlflow {version}: {python_for(version)}")
+
+
+if __name__ == "__main__":
+    main()
