@@ -204,9 +204,10 @@ def binary_marker(size: int, mime: str | None = None) -> str:
 
 
 def _media(size: int, mime: str | None, data: Callable[[], bytes], limits: CaptureLimits) -> str:
-    """The stand-in for media: an attachment reference when ``limits.extract_attachments`` (the
-    bytes parked for the trace), else (or if the payload does not decode) a size marker."""
-    if limits.extract_attachments:
+    """The stand-in for media: an attachment reference when ``limits.extract_attachments`` and
+    the content type is known (the bytes parked for the trace), else (bytes of unknown type, a
+    payload that does not decode) a size marker."""
+    if limits.extract_attachments and mime:
         cap = limits.max_attachment_bytes
         if cap and size > cap:
             return _attachments.too_large_marker(size, cap)
