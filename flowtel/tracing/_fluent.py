@@ -714,7 +714,8 @@ def start_span_no_context(
 def _link_root_to_run(span: LiveSpan, run_id: str) -> None:
     """``start_span(run_id=...)``: as in MLflow, only a root span links its trace to a run."""
     record = _record_of(span.trace_id)
-    if record is not None and record.root_span_id == span._span.get_span_context().span_id:
+    context = span._span.get_span_context()
+    if record is not None and context is not None and record.root_span_id == context.span_id:
         record.metadata[TraceMetadataKey.SOURCE_RUN] = run_id
     else:
         _logger.warning(
