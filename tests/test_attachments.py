@@ -158,3 +158,17 @@ def test_image_input_is_an_attachment_the_real_mlflow_client_downloads(mlflow_se
     query = urllib.parse.urlencode({"request_id": trace_id, "path": result["ref"]["attachment_id"]})
     response = mlflow_server.request("GET", f"/ajax-api/2.0/mlflow/get-trace-artifact?{query}")
     assert response.status == 200 and response.body == PNG
+
+
+def test_deleting_a_trace_deletes_its_attachments(local_store_path: str) -> None:
+    from flowtel.exporters.local._store import SqliteTraceStore
+
+    with flowtel.start_span("s") as span:
+        span.set_inputs({"image": _data_uri(PNG)})
+    trace_id = flowtel.get_last_active_trace_id()
+    flowtel.flush()
+    ref = _attachments.parse_ref(flowtel.get_trace(trace_id).data.spans[0].inputs["image"])  # type: ignore[union-attr]
+    with SqliteTraceStore(local_store_path) as db:
+        assert db.get_attachment(trace_id, ref["attachment_id"]) == ("image/png", PNG)  # type: ignore[index]
+        assert db.delete_traces("0", trace_ids=[trace_id]) == 1
+        assert db.get_attachment(trace_id, ref["attachment_id"]) is None  # type: ignore[index]

@@ -1445,6 +1445,8 @@ def _delete_ids(conn: sqlite3.Connection, trace_ids: list[str]) -> None:
         marks = _placeholders(len(chunk))
         for table in ("spans", "tags", "metadata", "assessments", "traces"):
             conn.execute(f"DELETE FROM {table} WHERE trace_id IN ({marks})", chunk)
+        conn.execute(_ATTACHMENTS_TABLE)  # made on first use; a trace's attachments go with it
+        conn.execute(f"DELETE FROM attachments WHERE trace_id IN ({marks})", chunk)
 
 
 def _load_infos(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
