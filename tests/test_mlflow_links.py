@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Iterator
 
 import mlflow
@@ -19,6 +18,7 @@ import flowtel.tracing
 from flowtel import ConfigError, FlowtelException
 from flowtel.entities import TraceMetadataKey
 from flowtel.testing import TraceCapture
+from flowtel.tracing import _experiments, _runtime
 from tests._mlflow_helpers import flowtel_to, new_experiment
 from tests._servers.mlflow_server import MlflowServer
 from tests._servers.mlflow_versions import run_mlflow_client
@@ -41,17 +41,18 @@ def _search(server: MlflowServer, experiments: list[str], run_id: str | None = N
 
 
 @pytest.fixture
-def mlflow_uri(mlflow_server: MlflowServer) -> Iterator[str]:
+def mlflow_uri(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """mlflow (in process) and flowtel both pointed at the server, as in a user's program."""
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(mlflow_server.url)
-    flowtel.set_tracking_uri(mlflow_server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    _runtime.reset()
     try:
         yield mlflow_server.url
     finally:
         flowtel.flush()
         mlflow.set_tracking_uri(previous)
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        _experiments.reset()  # the set_experiment() choice is process-wide: not for the next test
 
 
 @flowtel.trace
