@@ -8,7 +8,7 @@ integrations and user code alike, so nothing downstream can bypass it.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flowtel import _config
@@ -51,18 +51,17 @@ class CapturePolicy:
 
     limits: CaptureLimits
     capture_content: bool = True
+    content_limits: CaptureLimits = field(init=False, repr=False, compare=False)
+    """The limits for span inputs and outputs: media become trace attachments there
+    (``MLFLOW_TRACE_EXTRACT_ATTACHMENTS``, ``MLFLOW_TRACE_MAX_ATTACHMENT_SIZE``, read when the
+    policy is made), unless ``capture_binary`` keeps them inline."""
 
-    @property
-    def content_limits(self) -> CaptureLimits:
-        """The limits for span inputs and outputs: media become trace attachments there."""
-        cached: CaptureLimits | None = self.__dict__.get("_content_limits")
-        if cached is None:
-            cached = self.limits
-            if not cached.capture_binary and _config.MLFLOW_TRACE_EXTRACT_ATTACHMENTS.get():
-                cached = replace(cached, extract_attachments=True,
-                                 max_attachment_bytes=_config.MLFLOW_TRACE_MAX_ATTACHMENT_SIZE.get())
-            object.__setattr__(self, "_content_limits", cached)
-        return cached
+    def __post_init__(self) -> None:
+        content = self.limits
+        if not content.capture_binary and _config.MLFLOW_TRACE_EXTRACT_ATTACHMENTS.get():
+            content = replace(content, extract_attachments=True,
+                              max_attachment_bytes=_config.MLFLOW_TRACE_MAX_ATTACHMENT_SIZE.get())
+        object.__setattr__(self, "content_limits", content)
 
 
 _lock = threading.Lock()

@@ -81,10 +81,9 @@ def _env() -> dict[str, str | None]:
     global _env_cache
     env = _env_cache
     if env is None:
-        env = _env_cache = {
-            "run": _config.MLFLOW_RUN_ID.get() or None,
-            "model": _config.MLFLOW_ACTIVE_MODEL_ID.get() or _config._MLFLOW_ACTIVE_MODEL_ID.get() or None,
-        }
+        run = _config.MLFLOW_RUN_ID.get() or None
+        model = _config.MLFLOW_ACTIVE_MODEL_ID.get() or _config._MLFLOW_ACTIVE_MODEL_ID.get() or None
+        env = _env_cache = {"run": run, "model": model, "any": run or model}
     return env
 
 
@@ -139,9 +138,12 @@ def active_model_id() -> str | None:
 # -- applied to a new trace ------------------------------------------------------------------------
 def apply_on_root_start(record: TraceRecord) -> None:
     """Record run, model and routed experiment on a trace that just started (user's thread)."""
-    routed = _routed_experiment_id()
+    routed = _context_location.get() or _global_location
     if routed is not None and record.experiment_id is None:
         record.experiment_id = routed
+    env = _env_cache if _env_cache is not None else _env()
+    if _active_model is None and not env["any"] and _MLFLOW_FLUENT not in sys.modules:
+        return  # the common case: no mlflow, no run or model configured
     run = source_run()
     if run is not None:
         run_id, run_experiment = run
