@@ -49,7 +49,10 @@ $(VENV)/.ui: pyproject.toml | $(VENV)/bin/python
 ui: $(VENV)/.ui
 	$(VENV)/bin/flowtel --store $(DEMO_STORE) ui
 
+# The MLflow versions the server tests run against (3.17.2 is in the venv; others get a cached
+# venv under ~/.cache/flowtel-tests, made once here so no test waits on pip).
 test: $(VENV)/.test browser-deps
+	$(PY) -m tests._servers.mlflow_versions
 	$(PY) -m pytest -q -p no:randomly
 
 # Headless Chromium for the browser tests (Debian's package); without root apt-get those tests

@@ -69,6 +69,7 @@ from flowtel.tracing._fluent import (
     trace,
     update_current_trace,
 )
+from flowtel.tracing._scope import context
 from flowtel.tracing._sessions import Session, search_sessions
 from flowtel.tracing._setup import set_experiment, set_tracking_uri
 from flowtel.tracing._tracking import get_tracking_uri, is_tracking_uri_set
@@ -119,6 +120,7 @@ __all__ = [
     "anthropic",
     "autolog",
     "bedrock",
+    "context",
     "delete_assessment",
     "delete_trace_tag",
     "flush",

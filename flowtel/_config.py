@@ -104,6 +104,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
 MLFLOW_TRACKING_URI = EnvVar(
     "MLFLOW_TRACKING_URI", "", str,
     "Where traces go: an http(s):// MLflow server; unset keeps the embedded local store.",
@@ -232,6 +239,21 @@ FLOWTEL_REDACT = EnvVar(
 )
 FLOWTEL_CAPTURE_BINARY = EnvVar(
     "FLOWTEL_CAPTURE_BINARY", False, _bool, "Keep bytes and base64 media inline instead of a size marker."
+)
+MLFLOW_RUN_ID = EnvVar("MLFLOW_RUN_ID", "", str, "MLflow run new traces are linked to (mlflow.sourceRun).")
+MLFLOW_ACTIVE_MODEL_ID = EnvVar(
+    "MLFLOW_ACTIVE_MODEL_ID", "", str, "MLflow LoggedModel new traces are linked to (mlflow.modelId)."
+)
+_MLFLOW_ACTIVE_MODEL_ID = EnvVar(
+    "_MLFLOW_ACTIVE_MODEL_ID", "", str, "Legacy name of MLFLOW_ACTIVE_MODEL_ID (read when that is unset)."
+)
+MLFLOW_TRACE_EXTRACT_ATTACHMENTS = EnvVar(
+    "MLFLOW_TRACE_EXTRACT_ATTACHMENTS", True, _bool,
+    "Take media out of span inputs/outputs as trace attachments (mlflow-attachment:// references).",
+)
+MLFLOW_TRACE_MAX_ATTACHMENT_SIZE = EnvVar(
+    "MLFLOW_TRACE_MAX_ATTACHMENT_SIZE", 0, _non_negative_int,
+    "Largest attachment kept, in bytes (0: no cap); larger media become a marker.",
 )
 FLOWTEL_MAX_ATTRIBUTE_BYTES = EnvVar(
     "FLOWTEL_MAX_ATTRIBUTE_BYTES", 1_000_000, _positive_int,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowtel import _attachments
 from flowtel._errors import internal_error_counts
 from flowtel.tracing import _runtime
 
@@ -21,6 +22,8 @@ def get_delivery_stats() -> dict[str, Any]:
     * ``open_traces`` (in progress), ``dropped_open_traces`` (not recorded because too many
       traces were open at once), ``timed_out_traces`` (closed as ERROR by the trace timeout),
       ``late_spans`` (spans of a timed-out trace that arrived after it was closed);
+    * ``dropped_attachments`` (media taken out of inputs/outputs but dropped because too many
+      bytes of them waited for their traces to finish);
     * ``internal_errors`` (by place).
     """
     runtime = _runtime.peek_runtime()
@@ -55,5 +58,6 @@ def get_delivery_stats() -> dict[str, Any]:
         "timed_out_traces": timed_out,
         "late_spans": late,
         "sampled_out": sampled_out,
+        "dropped_attachments": _attachments.dropped_count(),
         "internal_errors": internal_error_counts(),
     }

@@ -18,6 +18,37 @@ from flowtel.exporters import InMemoryExporter
 from flowtel.exporters.mlflow._exporter import create_mlflow_destination
 from flowtel.tracing import _experiments, _runtime
 
+
+def _mlflow_span_dicts_have_kind() -> bool:
+    try:
+        from mlflow.entities import Span as MlflowSpan
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import SpanContext
+    except ImportError:
+        return True
+    context = SpanContext(1, 1, False)
+    otel = ReadableSpan(name="s", context=context, attributes={"mlflow.traceRequestId": '"tr-1"'})
+    return "kind" in MlflowSpan(otel).to_dict()
+
+
+MLFLOW_SPAN_DICTS_HAVE_KIND = _mlflow_span_dicts_have_kind()
+"""Whether the in-process ``mlflow`` writes a span's ``kind`` (3.18 does, 3.17 does not)."""
+
+
+def as_in_process_mlflow(data: Any) -> Any:
+    """A trace or span dict (or a list of them) as the in-process ``mlflow`` writes it: without
+    the span ``kind`` before 3.18. Exact 3.18 round trips are checked in a 3.18 client."""
+    data = json.loads(json.dumps(data))
+    if MLFLOW_SPAN_DICTS_HAVE_KIND:
+        return data
+    items = data if isinstance(data, list) else [data]
+    for item in items:
+        spans = item.get("data", {}).get("spans", []) if "data" in item else [item]
+        for span in spans:
+            span.pop("kind", None)
+    return data
+
+
 # Keys the server adds to what the client sent.
 SERVER_TAGS = {"mlflow.artifactLocation", "mlflow.trace.spansLocation"}
 SERVER_METADATA = {"mlflow.trace.infoFinalized", "mlflow.trace.cost"}
@@ -50,7 +81,7 @@ SERVER_SPAN_ATTRIBUTES = {"mlflow.llm.cost"}
 def span_dicts(trace: Any, server_side: bool = False) -> list[dict[str, Any]]:
     """Span dicts of a flowtel or mlflow trace, JSON-normalised (tuples -> lists), by start;
     ``server_side`` drops the attributes the server adds."""
-    dicts = [json.loads(json.dumps(s.to_dict())) for s in trace.data.spans]
+    dicts = [as_in_process_mlflow(s.to_dict()) for s in trace.data.spans]
     if server_side:
         for d in dicts:
             d["attributes"] = {k: v for k, v in d["attributes"].items() if k not in SERVER_SPAN_ATTRIBUTES}

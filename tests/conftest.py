@@ -69,6 +69,7 @@ def fresh_flowtel() -> Iterator[None]:
     flowtel.tracing.enable()
     flowtel.tracing.configure(span_processors=[])
     _cost.reset()  # user prices and the FLOWTEL_PRICES_FILE read
+    flowtel.tracing._links.reset()  # set_destination(location) / set_active_model are process-wide
     _runtime.reset()
 
 

@@ -126,12 +126,20 @@ def test_huge_values_are_truncated_visibly_and_stay_json(flowtel_traces: TraceCa
     assert "truncated" in json.dumps(value)
 
 
-def test_binary_media_is_replaced_by_a_reference(flowtel_traces: TraceCapture) -> None:
+def test_binary_media_is_replaced_by_a_reference(flowtel_traces: TraceCapture, monkeypatch: pytest.MonkeyPatch) -> None:
     import base64
+
+    from flowtel.tracing import _capture
 
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 4000).decode()
     echo({"image_url": f"data:image/png;base64,{png}"})
+    # A trace attachment, as in MLflow (tests/test_attachments.py); a size marker without them.
+    assert recorded_inputs(flowtel_traces)["image_url"].startswith("mlflow-attachment://")
+    monkeypatch.setenv("MLFLOW_TRACE_EXTRACT_ATTACHMENTS", "false")
+    _capture.set_policy(None)
+    echo({"image_url": f"data:image/png;base64,{png}"})
     assert recorded_inputs(flowtel_traces)["image_url"].startswith("[binary image/png")
+    _capture.set_policy(None)  # the next test reads the (restored) environment afresh
 
 
 SECRET = "sk-live-1234567890abcdef"

@@ -16,6 +16,8 @@ from flowtel import SpanEvent, SpanType
 from flowtel.entities import Span
 from flowtel.entities._json import json_len
 from flowtel.testing import TraceCapture
+from tests._mlflow_helpers import MLFLOW_SPAN_DICTS_HAVE_KIND
+from tests._servers.mlflow_versions import run_mlflow_client
 
 _SIZE_KEYS = ("mlflow.trace.sizeStats", "mlflow.trace.sizeBytes")
 
@@ -97,9 +99,28 @@ def test_size_stats_equal_mlflows(flowtel_traces: TraceCapture) -> None:
 
     traces = flowtel_traces.traces
     assert len(traces) == 3
-    for trace in traces:
-        data = json.loads(trace.to_json())
-        ours = [data["info"]["trace_metadata"].pop(key) for key in _SIZE_KEYS]
-        theirs = mlflow.entities.Trace.from_dict(data)
-        add_size_stats_to_trace_metadata(theirs)
-        assert ours == [theirs.info.trace_metadata[key] for key in _SIZE_KEYS]
+    dicts = [json.loads(trace.to_json()) for trace in traces]
+    ours = [[data["info"]["trace_metadata"].pop(key) for key in _SIZE_KEYS] for data in dicts]
+    if MLFLOW_SPAN_DICTS_HAVE_KIND:
+        theirs = []
+        for data in dicts:
+            trace = mlflow.entities.Trace.from_dict(data)
+            add_size_stats_to_trace_metadata(trace)
+            theirs.append([trace.info.trace_metadata[key] for key in _SIZE_KEYS])
+    else:  # sizes count the span ``kind`` since 3.18: measured by a 3.18 client
+        theirs = run_mlflow_client("3.18.0", _SIZES_SCRIPT, {"dicts": dicts, "keys": list(_SIZE_KEYS)})
+    assert ours == theirs
+
+
+_SIZES_SCRIPT = """
+import json, sys
+import mlflow.entities
+from mlflow.tracing.utils import add_size_stats_to_trace_metadata
+payload = json.load(sys.stdin)
+result = []
+for data in payload["dicts"]:
+    trace = mlflow.entities.Trace.from_dict(data)
+    add_size_stats_to_trace_metadata(trace)
+    result.append([trace.info.trace_metadata[key] for key in payload["keys"]])
+print(json.dumps(result))
+"""

@@ -22,7 +22,7 @@ from flowtel.exporters.local._exporter import create_local_destination
 from flowtel.tracing import _experiments, _runtime
 
 pytest.register_assert_rewrite("tests._mlflow_helpers")
-from tests._mlflow_helpers import FaultProxy, flowtel_to, new_experiment
+from tests._mlflow_helpers import FaultProxy, as_in_process_mlflow, flowtel_to, new_experiment
 from tests._servers.mlflow_server import MlflowServer
 
 # Written by the real mlflow client in a subprocess (synchronous logging: deterministic).
@@ -114,7 +114,7 @@ def mlflow_client() -> Iterator[Any]:
 
 
 def _normal(d: Any) -> Any:
-    return json.loads(json.dumps(d))
+    return as_in_process_mlflow(d)
 
 
 # -- mlflow writes, flowtel reads ----------------------------------------------------------------

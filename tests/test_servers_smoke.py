@@ -142,14 +142,16 @@ def receiver(request: pytest.FixtureRequest) -> Iterator[OtlpReceiver]:
 # --------------------------------------------------------------------------------------
 
 
-def test_mlflow_server_answers_health_and_version(mlflow_server: MlflowServer) -> None:
-    import mlflow
+def _at_least(version: str | None, minimum: tuple[int, int]) -> bool:
+    return version is not None and tuple(int(part) for part in version.split(".")[:2]) >= minimum
 
+
+def test_mlflow_server_answers_health_and_version(mlflow_server: MlflowServer) -> None:
     assert mlflow_server.url == f"http://127.0.0.1:{mlflow_server.port}"
     assert mlflow_server.request("GET", "/health").body == b"OK"
     version = mlflow_server.request("GET", "/version")
     assert version.status == 200
-    assert version.body.decode() == mlflow.__version__
+    assert version.body.decode() == mlflow_server.version  # the interpreter the fixture chose
 
 
 def test_mlflow_server_ingests_real_otlp_http_exporter(mlflow_server: MlflowServer) -> None:
@@ -196,9 +198,14 @@ def test_mlflow_server_raw_otlp_status_codes(mlflow_server: MlflowServer) -> Non
     unknown_experiment = mlflow_server.post_otlp(_tiny_otlp_request()[0].SerializeToString(), "987654321")
     assert unknown_experiment.status == 404
     assert unknown_experiment.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-    # Surprise: spans of an already stored trace are accepted whatever the experiment header
-    # says (even an unknown one) and join the trace in its original experiment.
-    assert mlflow_server.post_otlp(body, "987654321").status == 200
+    # Surprise (3.17): spans of an already stored trace are accepted whatever the experiment
+    # header says (even an unknown one) and join the trace in its original experiment. 3.18
+    # refuses them: 400 INVALID_PARAMETER_VALUE "... already exists in another experiment".
+    moved = mlflow_server.post_otlp(body, "987654321")
+    if _at_least(mlflow_server.version, (3, 18)):
+        assert moved.status == 400 and moved.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    else:
+        assert moved.status == 200
     assert mlflow_server.post_otlp(b"\xff\xff", experiment_id).status == 400
     assert mlflow_server.post_otlp(body, experiment_id, content_type="text/plain").status == 400
 

@@ -27,6 +27,7 @@ own cache directory; a root writable by other users is refused unless the user c
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
@@ -42,6 +43,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from flowtel import _attachments
 
 if TYPE_CHECKING:
     from flowtel.entities import Trace
@@ -350,7 +353,7 @@ class Spool:
         body = lines[1:] if lines and _is_header(lines[0]) else lines
         for line in body:
             try:
-                traces.append(Trace.from_dict(json.loads(line)))
+                traces.append(_decode(json.loads(line), Trace))
             except Exception:  # noqa: BLE001 - any undecodable line is counted, never fatal
                 rejected.append(line)
             if between is not None:
@@ -517,8 +520,24 @@ def _encode(trace: Trace) -> bytes:
     """One line: ``Trace.to_dict()`` as JSON, built without the defensive copies ``to_dict``
     makes for callers (the dicts are only read here); ``Trace.from_dict`` reads it back."""
     spans = [_span_dict(span) for span in trace.data.spans]
-    data = {"info": trace.info.to_dict(), "data": {"spans": spans}}
+    data: dict[str, Any] = {"info": trace.info.to_dict(), "data": {"spans": spans}}
+    attachments = _attachments.attachments_of(trace)
+    if attachments:  # media taken out of inputs/outputs travel with their trace
+        data["flowtel_attachments"] = {
+            a.attachment_id: [a.content_type, base64.b64encode(a.data).decode("ascii")] for a in attachments.values()
+        }
     return json.dumps(data, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def _decode(data: dict[str, Any], trace_type: Any) -> Trace:
+    stored = data.pop("flowtel_attachments", None)
+    trace: Trace = trace_type.from_dict(data)
+    if stored:
+        _attachments.set_attachments(trace, {
+            key: _attachments.Attachment(key, content_type, base64.b64decode(encoded))
+            for key, (content_type, encoded) in stored.items()
+        })
+    return trace
 
 
 def _span_dict(span: Any) -> Any:

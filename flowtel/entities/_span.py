@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as OTelEvent
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import NonRecordingSpan, SpanContext
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind
 from opentelemetry.trace import Status as OTelStatus
 from opentelemetry.trace import StatusCode as OTelStatusCode
 
@@ -208,6 +208,7 @@ class Span:
             "span_id": _ids.encode_span_id_b64(context.span_id),
             "parent_span_id": _ids.encode_span_id_b64(parent.span_id) if parent else None,
             "name": span.name,
+            "kind": _kind_name(span),
             "start_time_unix_nano": span.start_time,
             "end_time_unix_nano": span.end_time,
             "events": _event_dicts(span),
@@ -237,6 +238,7 @@ class Span:
             + _SPAN_ID_B64_LEN
             + (_SPAN_ID_B64_LEN if span.parent else 2)  # "" becomes "<id>" or null
             + json_len(span.name) - 2
+            + len(_kind_name(span))
             + json_len(span.start_time) - 1
             + json_len(span.end_time) - 1
             + (len(json.dumps(_event_dicts(span))) - 2 if plain_events(span) else 0)
@@ -268,6 +270,7 @@ class Span:
                 name=data["name"],
                 context=_context(trace_id, span_id),
                 parent=_context(trace_id, parent_id) if parent_id else None,
+                kind=_kind_from_name(data.get("kind")),
                 start_time=int(data["start_time_unix_nano"]),
                 end_time=int(end) if end else None,
                 attributes=dict(attributes),
@@ -757,11 +760,26 @@ def _request_id_json(otel_trace_id: int) -> str:
 # JSON length of a span dict (see ``Span._build_dict``) whose variable parts are all empty: "",
 # 0, [] or {}. A span's size adds how much longer each of its parts is than the empty one.
 _SPAN_JSON_SKELETON_LEN = len(json.dumps({
-    "trace_id": "", "span_id": "", "parent_span_id": "", "name": "", "start_time_unix_nano": 0,
+    "trace_id": "", "span_id": "", "parent_span_id": "", "name": "", "kind": "", "start_time_unix_nano": 0,
     "end_time_unix_nano": 0, "events": [], "status": {"code": "", "message": ""},
     "attributes": {}, "links": [],
 }))
 _TRACE_ID_B64_LEN = len(_ids.encode_trace_id_b64(0))
+_KIND_NAMES = {kind: f"SPAN_KIND_{kind.name}" for kind in SpanKind}
+
+
+def _kind_name(span: Any) -> str:
+    """The OTLP enum name of the span's kind, as MLflow 3.18 writes it (``SPAN_KIND_INTERNAL``)."""
+    return _KIND_NAMES.get(getattr(span, "kind", SpanKind.INTERNAL), "SPAN_KIND_INTERNAL")
+
+
+def _kind_from_name(name: Any) -> SpanKind:
+    """A span dict's ``kind`` (MLflow 3.18; absent before, meaning INTERNAL) as an OTel SpanKind."""
+    if isinstance(name, str):
+        for kind, kind_name in _KIND_NAMES.items():
+            if name in (kind_name, kind.name):
+                return kind
+    return SpanKind.INTERNAL
 _SPAN_ID_B64_LEN = len(_ids.encode_span_id_b64(0))
 
 

@@ -14,22 +14,40 @@ from typing import Any, TypeVar
 from flowtel._config import ConfigError
 from flowtel.delivery import destination_for
 from flowtel.entities import _hooks
-from flowtel.tracing import _capture, _clock, _cost, _runtime
+from flowtel.tracing import _capture, _clock, _cost, _links, _runtime
 from flowtel.tracing._notebook import disable_notebook_display, enable_notebook_display
+from flowtel.tracing._compat import (
+    clear_active_model,
+    link_traces_to_run,
+    set_active_model,
+    set_session_hierarchy,
+    set_span_chat_tools,
+)
+from flowtel.tracing._distributed import (
+    get_tracing_context_headers_for_http_request,
+    set_tracing_context_from_http_request_headers,
+)
 from flowtel.tracing._scope import context
 
 __all__ = [
     "ConfigError",
     "ThreadPoolExecutor",
+    "clear_active_model",
     "configure",
     "context",
     "disable",
     "disable_notebook_display",
     "enable",
     "enable_notebook_display",
+    "get_tracing_context_headers_for_http_request",
     "is_enabled",
+    "link_traces_to_run",
     "reset",
+    "set_active_model",
     "set_destination",
+    "set_session_hierarchy",
+    "set_span_chat_tools",
+    "set_tracing_context_from_http_request_headers",
     "with_current_context",
 ]
 
@@ -87,8 +105,10 @@ def is_enabled() -> bool:
 
 
 def reset() -> None:
-    """Deliver what is queued, then forget all configuration; the next span starts afresh."""
+    """Deliver what is queued, then forget all configuration (including a destination set with
+    :func:`set_destination` and the active model); the next span starts afresh."""
     _span_processors.clear()
+    _links.reset()
     _capture.set_policy(None)
     _cost.reset()
     _runtime.reset()
@@ -191,7 +211,7 @@ def _check_processor(processor: Any) -> None:
         )
 
 
-def set_destination(*exporters: Any) -> None:
+def set_destination(*exporters: Any, context_local: bool = False) -> None:
     """Send traces to these exporters (each with its own delivery pipeline, so a slow or dead
     one never holds back the others), e.g.::
 
@@ -202,9 +222,31 @@ def set_destination(*exporters: Any) -> None:
 
     With no argument, go back to the destinations configured by the environment. Traces
     already finished are delivered to the previous destinations first.
+
+    As in MLflow, the argument may instead be one trace location,
+    ``mlflow.entities.trace_location.MlflowExperimentLocation(experiment_id=...)`` (or MLflow's
+    ``MlflowExperiment``, or ``flowtel.TraceLocation``): traces started from now on go to that
+    experiment of the configured destination, ahead of ``set_experiment`` and the active run's
+    experiment. With ``context_local=True`` only in the current context (this asyncio task or
+    thread, and tasks it starts), so concurrent requests route to different experiments
+    without mixing. No I/O; :func:`reset` clears it.
+
+    Raises:
+        ConfigError: neither flowtel exporters nor one MLflow experiment location.
     """
     from flowtel.delivery._exporter import TraceExporter
 
+    if len(exporters) == 1 and not isinstance(exporters[0], TraceExporter):
+        experiment_id = _links.experiment_id_of_location(exporters[0])
+        if experiment_id is None:
+            raise ConfigError(
+                "set_destination() takes flowtel exporters (flowtel.exporters.*) or an MLflow experiment "
+                f"location (MlflowExperimentLocation(experiment_id=...)), got {type(exporters[0]).__name__}."
+            )
+        _links.set_location(experiment_id, context_local=context_local)
+        return
+    if context_local:
+        raise ConfigError("context_local=True routes by trace location only; exporters are process-wide.")
     for exporter in exporters:
         if not isinstance(exporter, TraceExporter):
             raise ConfigError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from flowtel import _config
@@ -41,6 +41,7 @@ CONTENT_FREE_KEYS = frozenset({
     "gen_ai.system", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
 })
 _CONTENT_FREE_EVENT_KEYS = frozenset({"exception.type", "items_yielded"})
+_CONTENT_KEYS = frozenset({SpanAttributeKey.INPUTS, SpanAttributeKey.OUTPUTS})  # where media become attachments
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,17 @@ class CapturePolicy:
 
     limits: CaptureLimits
     capture_content: bool = True
+    content_limits: CaptureLimits = field(init=False, repr=False, compare=False)
+    """The limits for span inputs and outputs: media become trace attachments there
+    (``MLFLOW_TRACE_EXTRACT_ATTACHMENTS``, ``MLFLOW_TRACE_MAX_ATTACHMENT_SIZE``, read when the
+    policy is made), unless ``capture_binary`` keeps them inline."""
+
+    def __post_init__(self) -> None:
+        content = self.limits
+        if not content.capture_binary and _config.MLFLOW_TRACE_EXTRACT_ATTACHMENTS.get():
+            content = replace(content, extract_attachments=True,
+                              max_attachment_bytes=_config.MLFLOW_TRACE_MAX_ATTACHMENT_SIZE.get())
+        object.__setattr__(self, "content_limits", content)
 
 
 _lock = threading.RLock()
@@ -145,7 +157,7 @@ def encode_with_policy(key: str, value: Any, current: CapturePolicy) -> str:
         return _NOT_RECORDED_JSON
     if current.limits.redact and _is_sensitive_attribute(key):
         return _REDACTED_JSON
-    return dump_json(value, current.limits)
+    return dump_json(value, current.content_limits if key in _CONTENT_KEYS else current.limits)
 
 
 def event_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, StatusCode
 
+from flowtel import _attachments
 from flowtel.entities import (
     Span,
     Trace,
@@ -25,7 +26,8 @@ from flowtel.entities._constants import (
     TraceTagKey,
 )
 from flowtel.entities._json import dumps_default, load_json
-from flowtel.entities._span import materialize, plain_attributes
+from flowtel import _otel_sdk
+from flowtel.entities._span import _MAX_ATTRIBUTES, materialize, plain_attributes
 from flowtel.tracing._cost import add_trace_cost
 from flowtel.tracing._processor import TraceRecord
 
@@ -47,6 +49,7 @@ def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: d
     cost_metadata: dict[str, str] = {}
     add_trace_cost(cost_metadata, readable)  # before any Span wrapper caches the attributes
     remote_parent = _detach_remote_parent(readable, record.root_span_id) if record.remote_parent else None
+    attachments = _bind_attachments(readable, record.trace_id)
     spans = [Span(s) for s in readable]
     root = _find_root(spans, record.root_span_id)
     raw_inputs = _raw(root, SpanAttributeKey.INPUTS)
@@ -88,11 +91,29 @@ def finalize(record: TraceRecord, *, default_experiment_id: str, env_metadata: d
     trace = Trace(info=info, data=TraceData(spans=spans))
     if size_stats:
         add_size_stats(trace)
+    if attachments:
+        _attachments.set_attachments(trace, attachments)
     if remote_parent is not None:
         # The trace continues one started elsewhere (another process, or an application span):
         # exporters to MLflow ship only its spans, OTLP exporters restore the real parent.
         trace.remote_parent = remote_parent  # type: ignore[attr-defined]
     return trace
+
+
+def _bind_attachments(readable: list[ReadableSpan], trace_id: str) -> dict[str, _attachments.Attachment]:
+    """Take the media parked for this trace's inputs/outputs and put the trace id into their
+    ``mlflow-attachment://`` references (the encoder did not know it)."""
+    found: dict[str, _attachments.Attachment] = {}
+    for span in readable:
+        attrs = _otel_sdk.writable_attributes(span, False, _MAX_ATTRIBUTES)
+        values = attrs if attrs is not None else span.attributes or {}
+        for key in (SpanAttributeKey.INPUTS, SpanAttributeKey.OUTPUTS):
+            raw = values.get(key)
+            if type(raw) is str and _attachments.has_pending_refs(raw):
+                found.update(_attachments.bind([raw], trace_id))
+                if attrs is not None:
+                    attrs[key] = _attachments.with_trace_id(raw, trace_id)
+    return found
 
 
 def remote_parent_of(trace: Trace) -> SpanContext | None:

@@ -533,7 +533,7 @@ class _SpanContextManager:
 
 def _start_from_args(
     name: str, span_type: str | None, attributes: dict[str, Any] | None, trace_destination: Any,
-    log_level: int | str | None, links: list[Link] | None, description: str | None,
+    log_level: int | str | None, links: list[Link] | None, description: str | None, run_id: str | None = None,
 ) -> LiveSpan | NoOpSpan:
     try:
         extra: dict[str, str] = {}
@@ -546,6 +546,8 @@ def _start_from_args(
         experiment_id = _experiment_id_of(trace_destination)
         if experiment_id is not None and type(span) is LiveSpan:
             _set_experiment_for_root(span, experiment_id)
+        if run_id is not None and type(span) is LiveSpan:
+            _link_root_to_run(span, str(run_id))
         return span
     except Exception as exc:  # noqa: BLE001 - tracing must never break the user's code
         report_internal_error("start_span", exc)
@@ -565,9 +567,10 @@ def start_span(
     """Context manager that opens a span, current for the ``with`` block, ended on exit.
 
     An exception inside the block marks the span ERROR (with an ``exception`` event) and
-    propagates unchanged. Usable with ``with`` and ``async with``.
+    propagates unchanged. Usable with ``with`` and ``async with``. ``run_id`` links the trace
+    a root span starts to that MLflow run (``mlflow.sourceRun``; ``search_traces(run_id=)``).
     """
-    return _SpanContextManager((name, span_type, attributes, trace_destination, log_level, links, description))
+    return _SpanContextManager((name, span_type, attributes, trace_destination, log_level, links, description, run_id))
 
 
 def start_span_no_context(
@@ -656,6 +659,19 @@ def _string_map(value: Any, api: str, what: str) -> dict[str, str]:
     except Exception:  # noqa: BLE001 - misuse is logged, never raised
         _logger.warning("%s(%s=...) ignored: expected a dict of strings, got %s.", api, what, type(value).__name__)
         return {}
+
+
+def _link_root_to_run(span: LiveSpan, run_id: str) -> None:
+    """``start_span(run_id=...)``: as in MLflow, only a root span links its trace to a run."""
+    record = _record_of(span.trace_id)
+    context = span._span.get_span_context()
+    if record is not None and context is not None and record.root_span_id == context.span_id:
+        record.metadata[TraceMetadataKey.SOURCE_RUN] = run_id
+    else:
+        _logger.warning(
+            "The `run_id` parameter can only be used for root spans, but the span %r is not a root "
+            "span. The specified value %r will be ignored.", span.name, run_id,
+        )
 
 
 def _set_experiment_for_root(span: LiveSpan, experiment_id: str) -> None:

@@ -26,7 +26,7 @@ from flowtel.delivery._destination import (
     with_pipelines,
 )
 from flowtel.entities import Trace
-from flowtel.tracing import _capture, _clock, _experiments, _scope
+from flowtel.tracing import _capture, _clock, _experiments, _links, _scope
 from flowtel.tracing._finalize import finalize
 from flowtel.tracing._processor import TraceAssembler, TraceRecord
 from flowtel.tracing._sampling import make_sampler, trace_id_sampled
@@ -160,6 +160,7 @@ class Runtime:
         scope = _scope.current.get()
         if scope.tags or scope.metadata:
             _apply_scope(record, scope)
+        _links.apply_on_root_start(record)  # run, model, set_destination(location): before set_experiment
         if _experiments._active is not None:
             _experiments.on_root_start(record)
         timeouts = self.timeouts
@@ -261,6 +262,7 @@ def reset(destinations: list[Destination] | None = None, *, keep_override: bool 
     with _lock:
         old, _runtime = _runtime, None
         _config_error, _config_error_reported = None, False
+        _links.forget_environment()
         if not keep_override:
             _destination_override = destinations
     if old is not None:

@@ -81,6 +81,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from flowtel import _attachments
 from flowtel._redaction import REDACTED, is_sensitive_key, redact_text
 from flowtel.tracing._serialize_fit import _Fitter
 from flowtel.tracing._serialize_json import (
@@ -96,6 +97,7 @@ from flowtel.tracing._serialize_media import (
     _MEDIA_MIN_CHARS,
     _data_uri_marker,
     _keyed_media_marker,
+    _media,
     _mime_from_magic,
     binary_marker,
 )
@@ -136,6 +138,10 @@ class CaptureLimits:
             exponentially shared structures (what is left out is marked like other cut items).
         redact: Replace values under credential-like keys with :data:`REDACTED`.
         capture_binary: Keep bytes / base64 media (as base64 text) instead of a size marker.
+        extract_attachments: Instead of a size marker, take bytes / base64 media out as a trace
+            attachment and record its ``mlflow-attachment://`` reference (span inputs and
+            outputs, as MLflow does; ``capture_binary`` wins).
+        max_attachment_bytes: Attachments larger than this are dropped with a marker (0: no cap).
     """
 
     max_attribute_bytes: int = 1_000_000
@@ -145,6 +151,8 @@ class CaptureLimits:
     max_nodes: int = 200_000
     redact: bool = True
     capture_binary: bool = False
+    extract_attachments: bool = False
+    max_attachment_bytes: int = 0
 
     def __post_init__(self) -> None:
         """Reject nonsensical limits early with a clear message (bad config must fail loudly)."""
@@ -163,7 +171,9 @@ class CaptureLimits:
                 raise ValueError(f"CaptureLimits.{name} must be >= {minimum}, got {value}")
         if self.max_depth > _MAX_DEPTH_LIMIT:
             raise ValueError(f"CaptureLimits.max_depth must be <= {_MAX_DEPTH_LIMIT}, got {self.max_depth}")
-        for name in ("redact", "capture_binary"):
+        if type(self.max_attachment_bytes) is not int or self.max_attachment_bytes < 0:
+            raise ValueError(f"CaptureLimits.max_attachment_bytes must be an int >= 0, got {self.max_attachment_bytes!r}")
+        for name in ("redact", "capture_binary", "extract_attachments"):
             if type(getattr(self, name)) is not bool:
                 raise TypeError(f"CaptureLimits.{name} must be a bool")
 
@@ -605,7 +615,7 @@ class _Converter:
         """Apply media replacement, the per-string limit and UTF-8 repair."""
         limits = self.limits
         if not limits.capture_binary and text.startswith("data:"):
-            marker = _data_uri_marker(text)
+            marker = _data_uri_marker(text, limits)
             if marker is not None:
                 return marker
         if len(text) > limits.max_string_chars:
@@ -637,7 +647,7 @@ class _Converter:
         flat = view.cast("B") if view.ndim != 1 or view.format != "B" else view
         size = flat.nbytes
         if not self.limits.capture_binary:
-            return binary_marker(size, _mime_from_magic(bytes(flat[:16])))
+            return _media(size, _mime_from_magic(bytes(flat[:16])), flat.tobytes, self.limits)
         max_chars = self.limits.max_string_chars
         encoded_length = 4 * ((size + 2) // 3)
         if encoded_length <= max_chars:
@@ -697,7 +707,7 @@ class _Converter:
         if kind == _KIND_SENSITIVE and self.limits.redact:
             return None if item is None else REDACTED
         if kind == _KIND_MEDIA and not self.limits.capture_binary and isinstance(item, str):
-            marker = _keyed_media_marker(name, str.__str__(item), source)
+            marker = _keyed_media_marker(name, str.__str__(item), source, self.limits)
             if marker is not None:
                 return marker
         return self.convert(item, depth + 1)

@@ -1,19 +1,45 @@
 """Binary content and base64 media in captured values: detected, sniffed for a content type,
-and replaced by a readable marker (``"[binary image/png 123456 bytes]"``); see "Binary data" in
-:mod:`flowtel.tracing._serialize`."""
+and replaced by a readable marker (``"[binary image/png 123456 bytes]"``) or, when the capture
+limits extract attachments, by an ``mlflow-attachment://`` reference to the parked bytes; see
+"Binary data" in :mod:`flowtel.tracing._serialize`."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
+
+from flowtel import _attachments
 
 
 def binary_marker(size: int, mime: str | None = None) -> str:
     """Readable stand-in for binary content, e.g. ``"[binary image/png 1234 bytes]"``."""
     return f"[binary {mime} {size} bytes]" if mime else f"[binary {size} bytes]"
+
+
+def _media(size: int, mime: str | None, data: Callable[[], bytes], limits: Any) -> str:
+    """The stand-in for media: an attachment reference when ``limits.extract_attachments`` (a
+    :class:`~flowtel.tracing._serialize.CaptureLimits`; None: no extraction) and
+    the content type is known (the bytes parked for the trace), else (bytes of unknown type, a
+    payload that does not decode) a size marker."""
+    if limits is not None and limits.extract_attachments and mime:
+        cap = limits.max_attachment_bytes
+        if cap and size > cap:
+            return _attachments.too_large_marker(size, cap)
+        try:
+            payload = data()
+        except (binascii.Error, ValueError):
+            return binary_marker(size, mime)
+        return _attachments.park(mime or "application/octet-stream", payload)
+    return binary_marker(size, mime)
+
+
+def _b64decode(text: str) -> bytes:
+    """Standard or URL-safe base64, whitespace ignored."""
+    compact = "".join(text.split()).translate(_URLSAFE_TO_STD)
+    return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
 
 
 # Media --------------------------------------------------------------------------------------------
@@ -73,17 +99,18 @@ def _base64_decoded_size(payload: str) -> int:
     return max(0, n * 3 // 4 - padding)
 
 
-def _data_uri_marker(text: str) -> str | None:
+def _data_uri_marker(text: str, limits: Any = None) -> str | None:
     """Marker for a ``data:<mime>;base64,...`` string, ``None`` if ``text`` is not one."""
     match = _DATA_URI_RE.match(text)
     if match is None:
         return None
     payload = text[match.end() :]
     mime = match["mime"] or _sniff_base64(payload)
-    return binary_marker(_base64_decoded_size(payload), mime.lower() if mime else None)
+    return _media(_base64_decoded_size(payload), mime.lower() if mime else None, lambda: _b64decode(payload), limits)
 
 
-def _keyed_media_marker(key: str, text: str, source: Mapping[Any, Any]) -> str | None:
+def _keyed_media_marker(key: str, text: str, source: Mapping[Any, Any],
+                        limits: Any = None) -> str | None:
     """Marker for base64 media stored under a known key (``b64_json`` or a media ``data`` field)."""
     if len(text) < _MEDIA_MIN_CHARS:
         return None
@@ -93,7 +120,7 @@ def _keyed_media_marker(key: str, text: str, source: Mapping[Any, Any]) -> str |
     if _BASE64_RE.fullmatch(text) is None:
         return None
     mime = hint if hint and "/" in hint else _sniff_base64(text)
-    return binary_marker(_base64_decoded_size(text), mime)
+    return _media(_base64_decoded_size(text), mime, lambda: _b64decode(text), limits)
 
 
 def _mime_hint(source: Mapping[Any, Any]) -> str | None:
@@ -117,5 +144,3 @@ def _is_base64_source(source: Mapping[Any, Any]) -> bool:
         return source.get("type") == "base64"
     except Exception:  # noqa: BLE001
         return False
-
-

@@ -6,6 +6,8 @@ experiment state below stay free of it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowtel._exceptions import InvalidParameterError
 from flowtel.entities import Experiment
 from flowtel.tracing import _experiments, _runtime, _tracking
@@ -24,7 +26,8 @@ def set_tracking_uri(uri: str | None) -> None:
     _runtime.reset()
 
 
-def set_experiment(experiment_name: str | None = None, experiment_id: str | None = None) -> Experiment:
+def set_experiment(experiment_name: str | None = None, experiment_id: str | None = None,
+                   trace_location: Any = None) -> Experiment:
     """Make an experiment the destination of traces started from now on.
 
     By name, the experiment is created when it does not exist. Blocks on the tracking store
@@ -34,6 +37,8 @@ def set_experiment(experiment_name: str | None = None, experiment_id: str | None
     Args:
         experiment_name: Name of the experiment (created when missing).
         experiment_id: Id of an existing experiment.
+        trace_location: MLflow's Databricks Unity Catalog trace location; not supported
+            (flowtel writes to MLflow servers, OTLP and its embedded store).
 
     Returns:
         The active :class:`Experiment`.
@@ -42,6 +47,11 @@ def set_experiment(experiment_name: str | None = None, experiment_id: str | None
         InvalidParameterError: neither or both arguments given, or the experiment is deleted.
         FlowtelException: no experiment with that id, or the store cannot be reached.
     """
+    if trace_location is not None:
+        raise InvalidParameterError(
+            "set_experiment(trace_location=...) routes traces to Databricks Unity Catalog tables, which "
+            "flowtel does not write to; use an MLflow server, OTLP or the embedded store."
+        )
     if (experiment_name is None) == (experiment_id is None):
         raise InvalidParameterError("Must specify exactly one of: `experiment_id` or `experiment_name`.")
     registry = _experiments.registry_for(_runtime.get_runtime().store)

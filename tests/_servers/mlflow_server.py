@@ -1,6 +1,7 @@
 """A real ``mlflow server`` subprocess for tests, with crash/restart support.
 
-:class:`MlflowServer` runs ``<current interpreter> -m mlflow server`` on ``127.0.0.1`` with a
+:class:`MlflowServer` runs ``<interpreter> -m mlflow server`` (this interpreter unless another
+one, e.g. a venv with a different MLflow version, is given) on ``127.0.0.1`` with a
 single uvicorn worker and either a SQLite backend (the default; supports the OTLP endpoint
 ``POST /v1/traces``) or the legacy FileStore backend (which answers ``/v1/traces`` with 501)::
 
@@ -96,6 +97,15 @@ def _port_accepts_connections(port: int) -> bool:
         return False
 
 
+def _in_process_version() -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("mlflow")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -119,6 +129,8 @@ class MlflowServer:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         enable_job_execution: bool = False,
+        python: str | None = None,
+        version: str | None = None,
     ) -> None:
         """Configure (but do not start) a server.
 
@@ -132,6 +144,9 @@ class MlflowServer:
             env: Extra environment variables for the server process (applied last).
             enable_job_execution: Keep MLflow's huey job runner (off by default: tests of
                 tracing do not need it and it spawns ~7 extra processes).
+            python: Interpreter that runs ``-m mlflow server`` (default: this one).
+            version: The MLflow version of that interpreter, for test ids and version checks
+                (default: the version importable here).
         """
         if backend not in ("sqlite", "file"):
             raise ValueError(f"backend must be 'sqlite' or 'file', got {backend!r}")
@@ -144,6 +159,9 @@ class MlflowServer:
         self._extra_args = tuple(extra_args)
         self._extra_env = dict(env or {})
         self._enable_job_execution = enable_job_execution
+        self._python = python or sys.executable
+        self.version = version or _in_process_version()
+        """The MLflow version the server runs (``None`` if unknown)."""
         # One-element cell shared with the finalizer, which must not keep ``self`` alive.
         self._proc_cell: list[subprocess.Popen[bytes] | None] = [None]
         self._log_file: IO[bytes] | None = None
@@ -227,7 +245,7 @@ class MlflowServer:
     def __repr__(self) -> str:
         where = self.url if self._port is not None else "<no port>"
         state = "running" if self.is_running else "stopped"
-        return f"<MlflowServer {self._backend} {where} {state} root={self._root}>"
+        return f"<MlflowServer {self.version} {self._backend} {where} {state} root={self._root}>"
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -430,7 +448,7 @@ class MlflowServer:
 
     def _command(self) -> list[str]:
         args = [
-            sys.executable,
+            self._python,
             "-m",
             "mlflow",
             "server",

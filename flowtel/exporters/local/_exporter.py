@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from flowtel._attachments import attachments_of
 from flowtel._exceptions import FlowtelException
 from flowtel.delivery import Destination
 from flowtel.delivery import _lifecycle as lifecycle
@@ -60,7 +61,20 @@ class LocalTraceStore(TraceStore):
     def write(self, traces: Sequence[Trace]) -> None:
         rows = [t.to_dict() for t in traces]
         with _SQLITE_GATE.section():
-            self._open().write_traces(rows)
+            db = self._open()
+            db.write_traces(rows)
+            for trace in traces:
+                attachments = attachments_of(trace)
+                if attachments:
+                    db.write_attachments(trace.info.trace_id, [
+                        (a.attachment_id, a.content_type, a.data) for a in attachments.values()
+                    ])
+
+    def get_attachment(self, trace_id: str, attachment_id: str) -> tuple[str, bytes] | None:
+        """``(content_type, bytes)`` of an attachment of a stored trace (its ``mlflow-attachment://``
+        reference names the id), or None."""
+        result: tuple[str, bytes] | None = self._call(lambda db: db.get_attachment(trace_id, attachment_id))
+        return result
 
     def _after_fork_in_child(self) -> None:
         if self._db is not None:

@@ -68,6 +68,13 @@ _SCHEMA = (
 )
 
 
+# Made on first use (``CREATE TABLE IF NOT EXISTS``), so stores written by earlier versions need
+# no migration.
+ATTACHMENTS_TABLE = """CREATE TABLE IF NOT EXISTS attachments (
+    trace_id TEXT NOT NULL, attachment_id TEXT NOT NULL, content_type TEXT NOT NULL, data BLOB NOT NULL,
+    UNIQUE (trace_id, attachment_id))"""
+
+
 
 def create_or_check_schema(conn: sqlite3.Connection, path: Path) -> None:
     """Create the tables in an empty file, or check the version of an existing store (inside the

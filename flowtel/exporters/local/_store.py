@@ -57,7 +57,7 @@ from flowtel.exporters.local._rows import (
     render_assessment,
     safe_text,
 )
-from flowtel.exporters.local._schema import SCHEMA_VERSION, create_or_check_schema
+from flowtel.exporters.local._schema import ATTACHMENTS_TABLE, SCHEMA_VERSION, create_or_check_schema
 from flowtel.exporters.local._sql import order_sql, where_sql
 from flowtel.exporters.local._store_errors import (
     AssessmentNotFoundError,
@@ -153,6 +153,33 @@ class SqliteTraceStore:
             self._pool.run_write(lambda conn: write_prepared(conn, unique))
         if failures:
             raise InvalidTraceError(failures, written=len(unique))
+
+    def write_attachments(self, trace_id: str, attachments: Sequence[tuple[str, str, bytes]]) -> None:
+        """Keep a trace's attachments ``(id, content_type, bytes)`` (upsert). The table is made on
+        first use, so stores written by earlier versions need no migration."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(ATTACHMENTS_TABLE)
+            conn.executemany(
+                "INSERT OR REPLACE INTO attachments (trace_id, attachment_id, content_type, data) VALUES (?, ?, ?, ?)",
+                [(trace_id, key, content_type, data) for key, content_type, data in attachments],
+            )
+
+        self._pool.run_write(write)
+
+    def get_attachment(self, trace_id: str, attachment_id: str) -> tuple[str, bytes] | None:
+        def body(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
+            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'attachments'").fetchone()
+            if exists is None:
+                return None
+            row = conn.execute(
+                "SELECT content_type, data FROM attachments WHERE trace_id = ? AND attachment_id = ?",
+                (trace_id, attachment_id),
+            ).fetchone()
+            return None if row is None else (str(row[0]), bytes(row[1]))
+
+        result: tuple[str, bytes] | None = self._pool.run_read(body)
+        return result
 
     # -- reading --
 

@@ -14,6 +14,7 @@ from flowtel.exporters.local._rows import (
     order_keys,
     render_assessment,
 )
+from flowtel.exporters.local._schema import ATTACHMENTS_TABLE
 from flowtel.exporters.local._sql import chunks, placeholders
 from flowtel.exporters.local._store_errors import AssessmentNotFoundError, TraceNotFoundError
 
@@ -103,6 +104,8 @@ def delete_ids(conn: sqlite3.Connection, trace_ids: list[str]) -> None:
         marks = placeholders(len(chunk))
         for table in ("spans", "tags", "metadata", "assessments", "traces"):
             conn.execute(f"DELETE FROM {table} WHERE trace_id IN ({marks})", chunk)
+        conn.execute(ATTACHMENTS_TABLE)  # made on first use; a trace's attachments go with it
+        conn.execute(f"DELETE FROM attachments WHERE trace_id IN ({marks})", chunk)
 
 
 def load_infos(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

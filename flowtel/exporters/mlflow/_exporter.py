@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowtel import _config
+from flowtel._attachments import attachments_of
 from flowtel._config import ConfigError
 from flowtel._errors import report_internal_error
 from flowtel._exceptions import FlowtelException
@@ -242,6 +243,7 @@ class MlflowExporter(TraceExporter):
             self._send_infos(outcome.pending(local), outcome)
         self._fail_unstored_continuations(ready, outcome)
         self._upload_missing_spans(outcome.pending(local), outcome)
+        self._upload_attachments(outcome.pending(local), outcome)
         return outcome
 
     def _fail_unstored_continuations(self, traces: list[Trace], outcome: _Outcome) -> None:
@@ -401,6 +403,30 @@ class MlflowExporter(TraceExporter):
             return exc.failure
         return None
 
+    # attachments ---------------------------------------------------------------------------
+    def _upload_attachments(self, traces: list[Trace], outcome: _Outcome) -> None:
+        """Media taken out of inputs/outputs, to ``<artifactLocation>/attachments/<id>`` (where
+        MLflow's client puts them and its UI reads them)."""
+        todo = [t for t in traces if attachments_of(t)]
+        uploads = self._map(lambda t: self._upload_attachments_of(t, outcome.infos[t.info.trace_id]), todo)
+        for trace, failure in zip(todo, uploads):
+            if failure is not None:
+                outcome.failures[trace.info.trace_id] = failure
+
+    def _upload_attachments_of(self, trace: Trace, info: _InfoResult) -> ExportFailure | None:
+        if not info.artifact_location:
+            return ExportFailure("no_artifact_location", False, None,
+                                 "The server gave no mlflow.artifactLocation to upload the trace's attachments to.")
+        try:
+            for attachment in attachments_of(trace).values():
+                write_artifact(self.client, info.artifact_location, f"attachments/{attachment.attachment_id}",
+                               attachment.data, content_type=attachment.content_type)
+        except TransportError as exc:
+            return failure_from_transport(exc, "uploading attachments")
+        except _ArtifactError as exc:
+            return exc.failure
+        return None
+
     # concurrency ---------------------------------------------------------------------------
     def _map(self, fn: Callable[[Trace], T], items: list[Trace]) -> list[T]:
         if len(items) <= 1 or self._connections == 1:
@@ -473,7 +499,8 @@ class _ArtifactError(Exception):
         self.failure = failure
 
 
-def write_artifact(client: MlflowRestClient, location: str, name: str, data: bytes) -> None:
+def write_artifact(client: MlflowRestClient, location: str, name: str, data: bytes,
+                   content_type: str = "application/json") -> None:
     """Store ``data`` as ``<location>/<name>``: through the server's artifact proxy for
     ``mlflow-artifacts:`` locations, directly for local paths.
 
@@ -485,7 +512,7 @@ def write_artifact(client: MlflowRestClient, location: str, name: str, data: byt
     if proxied is not None:
         response = client.send(
             "PUT", f"{ARTIFACTS}/{quote_path(proxied)}/{name}", body=data,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": content_type},
         )
         if not response.ok:
             raise _ArtifactError(failure_from_response(response, f"uploading {name}"))
@@ -498,8 +525,9 @@ def write_artifact(client: MlflowRestClient, location: str, name: str, data: byt
             "to. Run the server with --serve-artifacts (the default) or a SQL backend.",
         ))
     try:
-        os.makedirs(local, exist_ok=True)
-        with open(os.path.join(local, name), "wb") as f:
+        target = os.path.join(local, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
             f.write(data)
     except OSError as exc:
         raise _ArtifactError(ExportFailure("artifact_write_error", True, None, str(exc))) from None

@@ -209,6 +209,14 @@ class MlflowTraceStore(TraceStore):
                 raise TraceNotFoundError(trace_id, exc.message) from None
             raise
 
+    def link_traces_to_run(self, trace_ids: list[str], run_id: str) -> None:
+        """Link traces to a run (MLflow's entity associations; ``search_traces(run_id=)`` finds them)."""
+        self.client.call("POST", f"{V2_TRACES}/link-to-run", json_body={"trace_ids": list(trace_ids), "run_id": run_id})
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        body = {"experiment_id": experiment_id, "key": key, "value": value}
+        self.client.call("POST", f"{EXPERIMENTS}/set-experiment-tag", json_body=body)
+
     # -- experiments (the registry behind set_experiment) -----------------------------------
     def get_experiment(self, experiment_id: str) -> Experiment | None:
         return self._experiment_or_none("get", {"experiment_id": experiment_id})
