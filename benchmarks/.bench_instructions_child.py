@@ -1,8 +1,11 @@
 
 import sys
+
 sys.path.insert(0, '/work/wt-mlflow318/benchmarks')
 import bench_overhead as b
+
 from flowtel.tracing import _runtime
+
 mode, case, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if mode == "bare":
     fn = b.bare_otel_cases()["small" if case == "start_span" else case]

@@ -15,7 +15,6 @@ from flowtel._config import ConfigError
 from flowtel.delivery import destination_for
 from flowtel.entities import _hooks
 from flowtel.tracing import _capture, _clock, _cost, _links, _runtime
-from flowtel.tracing._notebook import disable_notebook_display, enable_notebook_display
 from flowtel.tracing._compat import (
     clear_active_model,
     link_traces_to_run,
@@ -27,6 +26,7 @@ from flowtel.tracing._distributed import (
     get_tracing_context_headers_for_http_request,
     set_tracing_context_from_http_request_headers,
 )
+from flowtel.tracing._notebook import disable_notebook_display, enable_notebook_display
 from flowtel.tracing._scope import context
 
 __all__ = [

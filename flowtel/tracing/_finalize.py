@@ -8,7 +8,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, StatusCode
 
-from flowtel import _attachments
+from flowtel import _attachments, _otel_sdk
 from flowtel.entities import (
     Span,
     Trace,
@@ -26,7 +26,6 @@ from flowtel.entities._constants import (
     TraceTagKey,
 )
 from flowtel.entities._json import dumps_default, load_json
-from flowtel import _otel_sdk
 from flowtel.entities._span import _MAX_ATTRIBUTES, materialize, plain_attributes
 from flowtel.tracing._cost import add_trace_cost
 from flowtel.tracing._processor import TraceRecord

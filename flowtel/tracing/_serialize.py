@@ -81,7 +81,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from flowtel import _attachments
 from flowtel._redaction import REDACTED, is_sensitive_key, redact_text
 from flowtel.tracing._serialize_fit import _Fitter
 from flowtel.tracing._serialize_json import (
