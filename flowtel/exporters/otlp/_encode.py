@@ -55,6 +55,8 @@ from flowtel.exporters._otlp_proto import (
     set_string,
     set_value,
 )
+from flowtel.exporters.otlp import _openinference
+from flowtel.exporters.otlp._events import assessments_by_span, replace_chunk_events, write_evaluation_events
 from flowtel.exporters.otlp._genai import CONVERSATION_ID, genai_view
 from flowtel.tracing._app_spans import CapturedSpan
 from flowtel.tracing._finalize import remote_parent_of
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from flowtel.entities import Span, Trace, TraceInfo
 
 __all__ = [
+    "AUTO",
     "CLIENT_REQUEST_ID",
     "CONVENTIONS",
     "SESSION_ID",
@@ -78,6 +81,8 @@ __all__ = [
 
 Conventions = Literal["mlflow", "genai", "both"]
 CONVENTIONS: tuple[str, ...] = ("mlflow", "genai", "both")
+#: ``conventions`` setting that picks one of :data:`CONVENTIONS` from the receiver (the default).
+AUTO = "auto"
 
 TRACE_TAG_PREFIX = "mlflow.traceTag."
 TRACE_METADATA_PREFIX = "mlflow.traceMetadata."
@@ -145,6 +150,12 @@ class SpanEncoder:
     def _encode_trace(self, trace: Trace, spans: Any) -> None:
         remote_parent = remote_parent_of(trace)
         root_attributes = trace_attributes(trace.info, self.conventions)
+        mlflow = self.conventions == "mlflow"
+        # MLflow keeps assessments itself (its own API); other backends get the semconv events.
+        assessments = None
+        if trace.info.assessments and not mlflow:
+            span_ids = {f"{s._span.context.span_id:016x}" for s in trace.data.spans}
+            assessments = assessments_by_span(trace.info.assessments, span_ids)
         trace_id = None
         for span in trace.data.spans:
             if isinstance(span._span, CapturedSpan):
@@ -158,6 +169,12 @@ class SpanEncoder:
             )
             if is_root:
                 add_attributes(pb.attributes, root_attributes.items())
+            if mlflow:
+                continue
+            if pb.events and self.conventions == "genai":
+                replace_chunk_events(pb.events)
+            if assessments:
+                write_evaluation_events(pb, assessments, is_root=is_root)
 
     def _encode_attributes(self, pb: PbSpan, span: Span) -> tuple[str, SpanKind]:
         """Adds the span's attributes; returns its name and kind in these conventions."""
@@ -183,11 +200,14 @@ class SpanEncoder:
 
 
 def trace_attributes(info: TraceInfo, conventions: Conventions = "mlflow") -> dict[str, Any]:
-    """Attributes that carry the trace's tags, metadata, user, session and client request id."""
+    """Attributes that carry the trace's tags, metadata, user, session and client request id.
+
+    ``mlflow.traceTag.<key>``, ``user.id`` and ``session.id`` always (an MLflow server reads them
+    back whatever the conventions); ``mlflow.traceMetadata.*`` and ``mlflow.clientRequestId``
+    with ``mlflow`` and ``both``; OpenInference's ``metadata`` / ``tag.tags`` with ``genai`` and
+    ``both``; ``gen_ai.conversation.id`` with ``genai``.
+    """
     attributes: dict[str, Any] = {}
-    for key, value in info.tags.items():
-        if key not in _SERVER_TAGS:
-            attributes[TRACE_TAG_PREFIX + key] = value
     metadata = info.trace_metadata
     user = metadata.get(TraceMetadataKey.TRACE_USER)
     if user:
@@ -197,6 +217,13 @@ def trace_attributes(info: TraceInfo, conventions: Conventions = "mlflow") -> di
         attributes[SESSION_ID] = session
         if conventions == "genai":
             attributes[CONVERSATION_ID] = session
+    for key, value in info.tags.items():
+        if key not in _SERVER_TAGS:
+            attributes[TRACE_TAG_PREFIX + key] = value  # short; MLflow's server reads tags only so
+    if conventions != "mlflow":
+        attributes.update(_openinference.trace_attributes(info.tags, metadata, info.client_request_id))
+    if conventions == "genai":
+        return attributes
     for key, value in metadata.items():
         if value and key not in _UNSENT_METADATA:
             attributes[TRACE_METADATA_PREFIX + key] = value
