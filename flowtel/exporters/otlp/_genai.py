@@ -170,7 +170,7 @@ def _describe_inference(view: GenAiView, raw: Mapping[str, Any], inputs: Any, *,
         _response_attrs(attrs, outputs)
     operation = attrs[OPERATION_NAME]
     view.name = f"{operation} {request_model}" if request_model else operation
-    if content:
+    if content and operation != "embeddings":  # texts and vectors are no messages: input/output.value
         _inference_content(view, raw, inputs, outputs)
 
 
@@ -287,9 +287,13 @@ def _describe_retrieval(view: GenAiView, raw: Mapping[str, Any], inputs: Any) ->
         view.attributes[RETRIEVAL_QUERY] = query
         view.replaces.add(SpanAttributeKey.INPUTS)
     documents = _documents(_decoded(raw, SpanAttributeKey.OUTPUTS))
-    if documents is not None:
+    if documents is None:
+        return
+    if all("score" in d for d in documents):
         view.attributes[RETRIEVAL_DOCUMENTS] = _json(documents)
-        view.replaces.add(SpanAttributeKey.OUTPUTS)
+    else:  # the semconv requires a score: OpenInference's document list has none to invent
+        view.attributes.update(_openinference.documents(documents))
+    view.replaces.add(SpanAttributeKey.OUTPUTS)
 
 
 def _query_text(inputs: Any) -> str | None:

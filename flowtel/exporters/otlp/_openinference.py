@@ -16,7 +16,9 @@ from typing import Any
 
 from flowtel.entities._constants import SpanAttributeKey
 
-__all__ = ["SPAN_KINDS", "add_generic_io", "add_model_and_usage", "span_kind", "trace_attributes"]
+__all__ = [
+    "SPAN_KINDS", "add_generic_io", "add_model_and_usage", "documents", "span_kind", "trace_attributes",
+]
 
 SPAN_KIND = "openinference.span.kind"
 INPUT_VALUE = "input.value"
@@ -102,6 +104,21 @@ def trace_attributes(
         attributes[METADATA] = json.dumps(merged, ensure_ascii=False, sort_keys=True)
     if user_tags:
         attributes[TAGS] = [f"{k}={v}" for k, v in sorted(user_tags.items())]
+    return attributes
+
+
+def documents(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Retrieved documents (``id``, ``content``, optional ``score`` / ``metadata``) as
+    OpenInference's ``retrieval.documents.<i>.document.*`` attributes."""
+    attributes: dict[str, Any] = {}
+    for index, item in enumerate(items):
+        prefix = f"retrieval.documents.{index}.document."
+        attributes[prefix + "id"] = item["id"]
+        attributes[prefix + "content"] = item["content"]
+        if "score" in item:
+            attributes[prefix + "score"] = item["score"]
+        if item.get("metadata"):
+            attributes[prefix + "metadata"] = json.dumps(item["metadata"], ensure_ascii=False, default=str)
     return attributes
 
 
