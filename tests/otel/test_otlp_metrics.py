@@ -81,6 +81,7 @@ def test_genai_histograms_and_delivery_counters_arrive(receiver: OtlpReceiver, p
     for request in receiver.metric_requests:
         text = str(request)
         assert "Capital of" not in text and "tr-" not in text and "broken_tool" not in text
+    metrics.shutdown()  # while the receiver still runs: its last export is not retried at a closed port
 
 
 def test_drops_are_counted_by_reason(otlp_http_receiver: OtlpReceiver) -> None:
@@ -102,6 +103,7 @@ def test_drops_are_counted_by_reason(otlp_http_receiver: OtlpReceiver) -> None:
     point = by_labels(dropped, **{"flowtel.destination": "refusing"})
     assert point["value"] == 1 and point["kind"] == "sum" and set(point["attributes"]) == {
         "flowtel.destination", "flowtel.drop.reason"}
+    metrics.shutdown()
 
 
 def test_metrics_are_off_unless_a_metrics_endpoint_is_set(otlp_http_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,6 +121,7 @@ def test_metrics_are_off_unless_a_metrics_endpoint_is_set(otlp_http_receiver: Ot
     assert flowtel.flush(10)
     assert destinations[-1].exporter.force_flush(10_000)
     assert otlp_http_receiver.wait_for_metric("gen_ai.client.token.usage")
+    destinations[-1].exporter.shutdown()
 
     monkeypatch.setenv("FLOWTEL_OTLP_METRICS", "false")
     _runtime.reset()

@@ -23,6 +23,7 @@ OTLP metric exporter; off unless an OTLP metrics endpoint is configured
 
 from __future__ import annotations
 
+import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,8 @@ class OtlpMetricsExporter(TraceExporter):
         self._provider = _meter_provider(
             self.protocol, self.endpoint, _headers(headers), _interval(export_interval_millis), service_name
         )
+        self._lock = threading.Lock()
+        self._shut_down = False
         meter = self._provider.get_meter("flowtel", __version__)
         self._token_usage = meter.create_histogram(
             "gen_ai.client.token.usage", unit="{token}", description="Number of input and output tokens used.",
@@ -149,7 +152,11 @@ class OtlpMetricsExporter(TraceExporter):
         return bool(self._provider.force_flush(timeout_millis))
 
     def shutdown(self) -> None:
-        self._provider.shutdown()
+        """Send what is pending and stop (idempotent)."""
+        with self._lock:
+            done, self._shut_down = self._shut_down, True
+        if not done:
+            self._provider.shutdown()
 
     # -- recording --------------------------------------------------------------------------
     def _record(self, span: Span) -> None:
