@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO_STORE ?= demo-traces.db
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean phoenix-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,11 @@ demo: $(VENV)/.demo
 	@echo
 	FLOWTEL_STORE_PATH=$(DEMO_STORE) $(VENV)/bin/flowtel traces show latest
 
-test: $(VENV)/.test
+# Arize Phoenix for tests/otel/test_phoenix.py: its own venv (~860 MB), cached across runs.
+phoenix-venv: $(VENV)/.test
+	$(PY) -c "from tests._servers.phoenix_server import ensure_phoenix_venv; print(ensure_phoenix_venv())"
+
+test: $(VENV)/.test phoenix-venv
 	$(PY) -m pytest -q -p no:randomly
 
 # The gate: ruff (configured in pyproject.toml) on everything, mypy --strict on flowtel/.
