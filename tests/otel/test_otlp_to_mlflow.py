@@ -68,6 +68,8 @@ def test_mlflow_server_reads_back_an_otlp_export(
         assert root.outputs == '{"looks": "like json"}'  # stored as the same string, not turned into an object
     else:  # the server parses OpenInference's output.value as JSON, whatever its output.mime_type says
         assert root.outputs == {"looks": "like json"}
+    # MLflow's server reads no trace metadata back over OTLP (README): it stays on the root span.
+    assert "app.version" not in info.trace_metadata and info.client_request_id is None
     if conventions == "mlflow":
         assert root.attributes["mlflow.traceMetadata.app.version"] == "1.2"
         assert root.attributes["mlflow.clientRequestId"] == "req-42"

@@ -54,7 +54,7 @@ query {
       name spanKind statusCode input { value } output { value } cumulativeTokenCountTotal metadata
     } } }
     sessions(first: 10) { edges { node {
-      sessionId numTraces firstInput { value } lastOutput { value }
+      sessionId userId numTraces firstInput { value } lastOutput { value }
     } } }
   } } }
 }
@@ -107,7 +107,7 @@ def test_every_span_type_renders_in_phoenix(phoenix: PhoenixServer, project: str
     assert (root["input"]["value"], root["output"]["value"]) == (QUESTION, ANSWER)
     assert root["cumulativeTokenCountTotal"] == 18  # the trace list's token column
     [session] = view["sessions"]
-    assert (session["sessionId"], session["numTraces"]) == ("sess-7", 1)
+    assert (session["sessionId"], session["userId"], session["numTraces"]) == ("sess-7", "bob", 1)
     assert (session["firstInput"]["value"], session["lastOutput"]["value"]) == (QUESTION, ANSWER)
     root_attributes = spans["invoke_agent agent"]["attributes"]
     assert (root_attributes["user.id"], root_attributes["session.id"]) == ("bob", "sess-7")

@@ -4,15 +4,22 @@ Spans keep their ids, times, kind, status, events and links. A trace that contin
 outside flowtel (an application's OTel span, a caller in another process) gets that parent
 back on its local root, so an OTLP backend shows one tree.
 
-Trace-level data has no place of its own in OTLP, so it travels on the trace's (local) root span,
-as MLflow's server reads it back when it is the OTLP backend:
+Trace-level data has no place of its own in OTLP, so it travels on the trace's (local) root span
+(:func:`trace_attributes`):
 
-* ``mlflow.traceTag.<key>`` for each trace tag (the server turns them back into tags, including
-  ``mlflow.traceName``); tags the server assigns itself are left out;
-* ``session.id`` / ``user.id`` (OTel semconv) for MLflow's session and user;
-* ``mlflow.clientRequestId`` and ``mlflow.traceMetadata.<key>`` for the client request id and the
-  other metadata (MLflow's server keeps them as root span attributes). Metadata derived from the
-  spans (previews, token usage, size stats) is not sent: every backend can recompute it.
+* ``mlflow.traceTag.<key>`` for each trace tag, in every convention (MLflow's server turns them
+  back into tags, including ``mlflow.traceName``); tags the server assigns itself are left out;
+* ``session.id`` / ``user.id`` (OTel semconv, also read by MLflow's server and Phoenix);
+* with ``mlflow`` / ``both``: ``mlflow.clientRequestId`` and ``mlflow.traceMetadata.<key>`` for the
+  client request id and the other metadata (MLflow 3.17's server keeps them as root span
+  attributes only). Metadata derived from the spans (previews, token usage, size stats) is not
+  sent: every backend can recompute it;
+* with ``genai`` / ``both``: OpenInference's ``metadata`` and ``tag.tags``
+  (:mod:`flowtel.exporters.otlp._openinference`).
+
+With ``genai`` and ``both``, feedback and expectations delivered with the trace go out as
+``gen_ai.evaluation.result`` span events, and ``genai`` replaces a stream's chunk events by one
+summary event (:mod:`flowtel.exporters.otlp._events`).
 
 Attribute values, stored as MLflow JSON strings, go out as plain OTel values: strings, numbers
 and booleans natively, objects and arrays as their JSON text (OTel Python has no structured
@@ -113,8 +120,9 @@ class SpanEncoder:
 
     Args:
         conventions: ``"mlflow"`` (MLflow attributes as recorded), ``"genai"`` (OTel GenAI
-            semantic conventions, MLflow attributes only where the semconv has no equivalent)
-            or ``"both"`` (all MLflow attributes plus the content-free ``gen_ai.*`` ones).
+            semantic conventions and OpenInference, MLflow attributes only where neither has an
+            equivalent) or ``"both"`` (all MLflow attributes plus the content-free ``gen_ai.*`` /
+            OpenInference ones).
         resource: Resource of every span.
         scope_name: Instrumentation scope name of every span.
         scope_version: Instrumentation scope version.

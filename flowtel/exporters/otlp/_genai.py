@@ -1,11 +1,12 @@
 """MLflow span attributes -> OpenTelemetry GenAI semantic conventions (``gen_ai.*``).
 
 Used by OTLP export when ``conventions`` is ``"genai"`` or ``"both"``. :func:`genai_view` reads
-the MLflow attributes of one span and says which ``gen_ai.*`` attributes describe it, which
-MLflow attributes they replace, and the semconv span name and kind.
+the MLflow attributes of one span and says which ``gen_ai.*`` (and OpenInference) attributes
+describe it, which MLflow attributes they replace, and the semconv span name and kind.
 
-Content (messages, tool arguments and results, tool definitions) is produced only when asked
-(``content=True``, the ``genai`` conventions): with ``both``, the content already travels in
+Content (messages, tool arguments and results, tool definitions, retrieval query and documents,
+other inputs/outputs as OpenInference's ``input.value`` / ``output.value``) is produced only when
+asked (``content=True``, the ``genai`` conventions): with ``both``, the content already travels in
 ``mlflow.spanInputs`` / ``mlflow.spanOutputs`` / ``mlflow.chat.tools`` and is not sent twice.
 
 Messages follow the semconv "parts" model (``gen_ai.input.messages``, ``gen_ai.output.messages``,
@@ -13,7 +14,7 @@ Messages follow the semconv "parts" model (``gen_ai.input.messages``, ``gen_ai.o
 cannot hold structured values yet. This module knows no provider: each provider's reading of its
 messages, finish reasons and tool definitions comes from the provider registry
 (``flowtel.tracing._providers``), with MLflow's standard chat shape as the last resort. A span whose
-content is not recognised keeps its MLflow inputs/outputs, so nothing is lost.
+content is not recognised sends it as ``input.value`` / ``output.value``, so nothing is lost.
 """
 
 from __future__ import annotations
