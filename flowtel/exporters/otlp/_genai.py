@@ -75,6 +75,7 @@ _GENAI_REQUEST_KWARGS = (
     "messages", "input", "system", "instructions",
 )
 _INFERENCE_OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "generate_content"})
+_READS_INPUTS = frozenset({"LLM", "CHAT_MODEL", "EMBEDDING", "RETRIEVER"})
 _TYPE_OPERATIONS = {
     "CHAT_MODEL": "chat",
     "EMBEDDING": "embeddings",
@@ -115,12 +116,14 @@ def genai_view(span_name: str, raw: Mapping[str, Any], *, content: bool) -> GenA
     view.attributes[_openinference.SPAN_KIND] = _openinference.span_kind(span_type)
     if known:
         view.replaces.add(SpanAttributeKey.SPAN_TYPE)
-    inputs = _decoded(raw, SpanAttributeKey.INPUTS)
+    # Only model calls and retrievers read their decoded inputs (the largest value of most spans).
+    inputs = _decoded(raw, SpanAttributeKey.INPUTS) if span_type in _READS_INPUTS else None
     operation = _operation(span_type, inputs)
     if operation is not None:
         view.attributes[OPERATION_NAME] = operation
         if operation in _INFERENCE_OPERATIONS:
             _describe_inference(view, raw, inputs, content=content)
+            _openinference.add_model_and_usage(view.attributes)
             view.client = True
         elif operation == "execute_tool":
             _describe_tool(view, span_name, raw, inputs, content=content)
@@ -129,7 +132,6 @@ def genai_view(span_name: str, raw: Mapping[str, Any], *, content: bool) -> GenA
             view.name = f"invoke_agent {span_name}"
         elif operation == "retrieval" and content:
             _describe_retrieval(view, raw, inputs)
-    _openinference.add_model_and_usage(view.attributes)
     if content:
         _openinference.add_generic_io(view.attributes, view.replaces, raw)
     return view
@@ -263,7 +265,7 @@ def _tool_definition(tool: Any) -> Any:
 
 # -- tools ---------------------------------------------------------------------------------------
 def _describe_tool(view: GenAiView, span_name: str, raw: Mapping[str, Any], inputs: Any, *, content: bool) -> None:
-    function_name = _decoded(raw, SpanAttributeKey.FUNCTION_NAME)
+    function_name = None if span_name else _decoded(raw, SpanAttributeKey.FUNCTION_NAME)
     name = span_name or (function_name if isinstance(function_name, str) else "")
     view.attributes[TOOL_NAME] = name
     view.name = f"execute_tool {name}" if name else "execute_tool"
@@ -359,6 +361,8 @@ def _decoded(raw: Mapping[str, Any], key: str) -> Any:
     value = raw.get(key)
     if not isinstance(value, str):
         return value
+    if len(value) > 1 and value[0] == '"' and value[-1] == '"' and "\\" not in value:
+        return value[1:-1]  # a JSON string without escapes (span types, names): no json.loads
     try:
         return json.loads(value)
     except ValueError:
