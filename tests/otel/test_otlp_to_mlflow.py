@@ -76,7 +76,8 @@ def test_mlflow_server_reads_back_an_otlp_export(
     else:  # OpenInference's metadata object: the server keeps it as a root span attribute
         metadata = root.attributes["metadata"]
         metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
-        assert metadata == {"app": "demo", "app.version": "1.2", "client_request_id": "req-42"}
+        user_metadata = {k: v for k, v in metadata.items() if not k.startswith("flowtel.")}  # cost notes
+        assert user_metadata == {"app": "demo", "app.version": "1.2", "client_request_id": "req-42"}
     if conventions == "mlflow":
         assert root.inputs == {"question": QUESTION}
         assert llm.inputs == {"messages": [{"role": "user", "content": QUESTION}], "model": "gpt-4o-mini"}
