@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO_STORE ?= demo-traces.db
 
-.PHONY: demo ui test browser-deps bench lint clean
+.PHONY: demo ui test browser-deps phoenix-venv bench lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,11 @@ ui: $(VENV)/.ui
 
 # The MLflow versions the server tests run against (3.17.2 is in the venv; others get a cached
 # venv under ~/.cache/flowtel-tests, made once here so no test waits on pip).
-test: $(VENV)/.test browser-deps
+# Arize Phoenix for tests/otel/test_phoenix.py: its own venv (~860 MB), cached across runs.
+phoenix-venv: $(VENV)/.test
+	$(PY) -c "from tests._servers.phoenix_server import ensure_phoenix_venv; print(ensure_phoenix_venv())"
+
+test: $(VENV)/.test browser-deps phoenix-venv
 	$(PY) -m tests._servers.mlflow_versions
 	$(PY) -m pytest -q -p no:randomly
 

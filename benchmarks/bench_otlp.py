@@ -1,7 +1,7 @@
 """OTLP export throughput: flowtel vs a bare OpenTelemetry SDK pipeline, same receiver, same run.
 
     python benchmarks/bench_otlp.py [--traces 2000] [--rounds 3] [--protocols grpc,http/protobuf]
-        [--modes export,end-to-end] [--quick] [--json results.json]
+        [--modes export,end-to-end] [--with-mlflow-conventions] [--quick] [--json results.json]
 
 The parent process runs the real OTLP receivers of ``tests/_servers`` (gRPC: the official
 ``TraceService``; HTTP/protobuf: ``POST /v1/traces``) on 127.0.0.1. Each client runs in its own
@@ -11,9 +11,12 @@ and outputs on both sides):
 * ``otel``: bare OpenTelemetry SDK, ``TracerProvider`` + ``BatchSpanProcessor`` (queue large
   enough to drop nothing) + the SDK's ``OTLPSpanExporter`` for the protocol;
 * ``flowtel``: ``@flowtel.trace`` functions, delivered by flowtel's pipeline (queue limits raised
-  so that nothing is dropped) through ``flowtel.exporters.OtlpExporter`` (default ``mlflow``
-  conventions: the spans carry the MLflow attributes, plus the trace's tags and metadata on the
-  root).
+  so that nothing is dropped) through ``flowtel.exporters.OtlpExporter`` with its default
+  conventions for a collector, ``genai``: the richer export (OTel GenAI semconv + OpenInference
+  kinds, ``input.value`` / ``output.value``, tool call arguments/results, the trace's tags and
+  metadata on the root);
+* ``flowtel-mlflow`` (``--with-mlflow-conventions``): the same with ``conventions="mlflow"``
+  (MLflow's attributes as recorded), for comparison.
 
 Modes:
 
@@ -162,7 +165,8 @@ def _client_flowtel_lazy_stats(n: int, protocol: str, endpoint: str, gated: bool
     return _client_flowtel(n, protocol, endpoint, gated)
 
 
-_CLIENTS = {"flowtel": _client_flowtel, "otel": _client_otel, "flowtel-lazy-stats": _client_flowtel_lazy_stats}
+_CLIENTS = {"flowtel": _client_flowtel, "otel": _client_otel, "flowtel-lazy-stats": _client_flowtel_lazy_stats,
+            "flowtel-mlflow": _client_flowtel}
 
 
 # -- orchestration (parent process) --------------------------------------------------------------
@@ -172,6 +176,8 @@ def _run_client(kind: str, n: int, protocol: str, receiver: Any, mode: str) -> d
     # Queues large enough to drop nothing on both sides (the OTel client sizes its own).
     env.update({"PYTHONPATH": str(ROOT), "FLOWTEL_SPOOL_ENABLED": "false", "FLOWTEL_MAX_QUEUED_TRACES": str(10 * n),
                 "FLOWTEL_MAX_QUEUED_BYTES": str(4 * 1024**3)})
+    if kind == "flowtel-mlflow":
+        env["FLOWTEL_OTLP_CONVENTIONS"] = "mlflow"
     command = [sys.executable, __file__, "--client", kind, "--protocol", protocol,
                "--endpoint", receiver.endpoint, "--traces", str(n), "--mode", mode]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600, check=False)
@@ -220,6 +226,11 @@ def _report(n: int, results: dict[str, dict[str, dict[str, list[dict[str, Any]]]
             print(f"{mode:<11} {protocol:<14} flowtel / bare OTel traces/s: x{flowtel / otel:.2f} ({target}; "
                   f"rounds flowtel {rates['flowtel']} / otel {rates['otel']}); "
                   f"by CPU per trace: x{_cpu_ratio(by_client, 'flowtel'):.2f}")
+            if "flowtel-mlflow" in by_client:
+                plain = statistics.median(r["traces_per_s"] for r in by_client["flowtel-mlflow"])
+                print(f"{'':<11} {'':<14} flowtel, mlflow conventions: x{plain / otel:.2f} "
+                      f"(rounds {rates['flowtel-mlflow']}); by CPU per trace: "
+                      f"x{_cpu_ratio(by_client, 'flowtel-mlflow'):.2f}")
             if "flowtel-lazy-stats" in by_client:
                 lazy = statistics.median(r["traces_per_s"] for r in by_client["flowtel-lazy-stats"])
                 print(f"{'':<11} {'':<14} what-if, size stats not computed: x{lazy / otel:.2f} "
@@ -244,6 +255,8 @@ def main() -> None:
                         help="also run flowtel with trace size stats left out of finalisation (not shipped)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="500 traces, 1 round")
+    parser.add_argument("--with-mlflow-conventions", action="store_true",
+                        help="also run flowtel with conventions=mlflow (client flowtel-mlflow)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--protocol", help=argparse.SUPPRESS)
@@ -267,7 +280,8 @@ def main() -> None:
         for protocol in protocols:
             receiver_class = OtlpGrpcReceiver if protocol == "grpc" else OtlpHttpReceiver
             with receiver_class() as receiver:
-                kinds = ["otel", "flowtel"] + (["flowtel-lazy-stats"] if args.what_if else [])
+                kinds = ["otel", "flowtel"] + (["flowtel-mlflow"] if args.with_mlflow_conventions else []) \
+                    + (["flowtel-lazy-stats"] if args.what_if else [])
                 by_client: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
                 results.setdefault(mode, {})[protocol] = by_client
                 for round_ in range(args.rounds):

@@ -217,8 +217,8 @@ OTEL_RESOURCE_ATTRIBUTES = EnvVar(
     "OTEL_RESOURCE_ATTRIBUTES", "", str, "Extra OTLP resource attributes, 'k1=v1,k2=v2'."
 )
 FLOWTEL_OTLP_CONVENTIONS = EnvVar(
-    "FLOWTEL_OTLP_CONVENTIONS", "mlflow", str,
-    "Attribute conventions of OTLP export: mlflow, genai (OTel GenAI semantic conventions) or both.",
+    "FLOWTEL_OTLP_CONVENTIONS", "auto", str,
+    "OTLP attribute conventions: auto (mlflow for an MLflow server, else genai), mlflow, genai or both.",
 )
 
 
@@ -229,6 +229,23 @@ def _optional_bool(raw: str) -> bool | None:
 FLOWTEL_OTLP_EXPORT = EnvVar(
     "FLOWTEL_OTLP_EXPORT", None, _optional_bool,
     "Also export to the OTLP endpoint of OTEL_EXPORTER_OTLP_*: true, false, or auto (when one is set).",
+)
+OTEL_EXPORTER_OTLP_METRICS_ENDPOINT = EnvVar(
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "", str, "OTLP metrics endpoint, used exactly as given; turns metrics on."
+)
+OTEL_EXPORTER_OTLP_METRICS_PROTOCOL = EnvVar(
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "", str, "OTLP transport for metrics: http/protobuf or grpc."
+)
+OTEL_EXPORTER_OTLP_METRICS_HEADERS = EnvVar(
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS", "", str, "OTLP request headers for metrics; replaces the general ones."
+)
+OTEL_METRIC_EXPORT_INTERVAL = EnvVar(
+    "OTEL_METRIC_EXPORT_INTERVAL", "", str, "Milliseconds between two metric exports (default 60000)."
+)
+FLOWTEL_OTLP_METRICS = EnvVar(
+    "FLOWTEL_OTLP_METRICS", None, _optional_bool,
+    "GenAI and delivery metrics over OTLP: true (also to OTEL_EXPORTER_OTLP_ENDPOINT), false, or auto "
+    "(only when OTEL_EXPORTER_OTLP_METRICS_ENDPOINT is set).",
 )
 FLOWTEL_CAPTURE_CONTENT = EnvVar(
     "FLOWTEL_CAPTURE_CONTENT", True, _bool,

@@ -23,6 +23,7 @@ DESTINATION_FACTORIES = {
     "local": "flowtel.exporters.local:create_local_destination",
     "mlflow": "flowtel.exporters.mlflow:create_mlflow_destination",
     "otlp": "flowtel.exporters.otlp:create_otlp_destination",
+    "otlp_metrics": "flowtel.exporters.otlp:create_otlp_metrics_destination",
 }
 # path of an embedded store -> its experiment table (also used by destinations that keep none)
 LOCAL_EXPERIMENTS = "flowtel.exporters.local:experiment_registry"

@@ -9,6 +9,7 @@ from flowtel.exporters.local._exporter import LocalStoreExporter
 from flowtel.exporters.mlflow._exporter import MlflowExporter
 from flowtel.exporters.mlflow._span_exporter import MlflowSpanExporter
 from flowtel.exporters.otlp._exporter import OtlpExporter
+from flowtel.exporters.otlp._metrics import OtlpMetricsExporter
 from flowtel.tracing._app_spans import ApplicationSpanCapture
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "MlflowExporter",
     "MlflowSpanExporter",
     "OtlpExporter",
+    "OtlpMetricsExporter",
     "TraceExporter",
 ]

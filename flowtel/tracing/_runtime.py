@@ -362,6 +362,8 @@ def default_destinations() -> list[Destination]:
         destinations = [create_destination("mlflow", tracking_uri=uri)]
     if otlp_export_enabled():
         destinations.append(create_destination("otlp"))
+    if otlp_metrics_enabled():
+        destinations.append(create_destination("otlp_metrics"))
     return destinations
 
 
@@ -371,6 +373,13 @@ def otlp_export_enabled() -> bool:
     if setting is not None:
         return setting
     return _config.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.is_set() or _config.OTEL_EXPORTER_OTLP_ENDPOINT.is_set()
+
+
+def otlp_metrics_enabled() -> bool:
+    """Metrics are on when OTEL_EXPORTER_OTLP_METRICS_ENDPOINT is set, or FLOWTEL_OTLP_METRICS=true
+    (then to OTEL_EXPORTER_OTLP_ENDPOINT); FLOWTEL_OTLP_METRICS=false turns them off."""
+    setting = _config.FLOWTEL_OTLP_METRICS.get()
+    return setting if setting is not None else _config.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.is_set()
 
 
 def _drain_at_exit() -> None:

@@ -51,6 +51,10 @@ import grpc
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import (
     trace_service_pb2,
     trace_service_pb2_grpc,
@@ -60,6 +64,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 __all__ = [
     "HTTP_TO_GRPC_STATUS",
+    "OTLP_METRICS_PATH",
     "OTLP_TRACES_PATH",
     "OtlpGrpcReceiver",
     "OtlpHttpReceiver",
@@ -73,6 +78,7 @@ __all__ = [
 ]
 
 OTLP_TRACES_PATH: Final = "/v1/traces"
+OTLP_METRICS_PATH: Final = "/v1/metrics"
 """Path of the OTLP/HTTP trace endpoint."""
 
 _HOST: Final = "127.0.0.1"
@@ -340,6 +346,7 @@ class OtlpReceiver:
         self._cond = threading.Condition(threading.RLock())
         self._attempts: list[ReceivedRequest] = []
         self._accepted_spans = 0
+        self._metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self._failures: deque[_Failure] = deque()
         self._delay = 0.0
         self._reject: SpanPredicate | None = None
@@ -461,6 +468,35 @@ class OtlpReceiver:
         with self._cond:
             self._attempts.clear()
             self._accepted_spans = 0
+            self._cond.notify_all()
+
+    # -- metrics (the OTLP MetricsService, always accepted) --------------------------------
+
+    @property
+    def metric_requests(self) -> list[metrics_service_pb2.ExportMetricsServiceRequest]:
+        """Every metrics export received, in order."""
+        with self._cond:
+            return list(self._metric_requests)
+
+    def metric_points(self, name: str) -> list[dict[str, Any]]:
+        """Data points of metric ``name`` in the latest request that has it, each as
+        ``{"attributes": {...}, "value": ..., "count": ..., "sum": ..., "kind": ...}``."""
+        for request in reversed(self.metric_requests):
+            points = [p for metric in _metrics_named(request, name) for p in _points(metric)]
+            if points:
+                return points
+        return []
+
+    def wait_for_metric(
+        self, name: str, predicate: Callable[[list[dict[str, Any]]], bool] = bool, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """Wait until the latest data points of metric ``name`` satisfy ``predicate``."""
+        self.wait_for(lambda r: predicate(r.metric_points(name)), timeout, f"metric {name}")
+        return self.metric_points(name)
+
+    def _record_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+        with self._cond:
+            self._metric_requests.append(request)
             self._cond.notify_all()
 
     # -- waiting -------------------------------------------------------------------------
@@ -635,6 +671,27 @@ class OtlpReceiver:
             self._cond.notify_all()
 
 
+def _metrics_named(request: metrics_service_pb2.ExportMetricsServiceRequest, name: str) -> Iterator[Any]:
+    for resource_metrics in request.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name == name:
+                    yield metric
+
+
+def _points(metric: Any) -> list[dict[str, Any]]:
+    kind = metric.WhichOneof("data")
+    points = []
+    for point in getattr(metric, kind).data_points:
+        entry: dict[str, Any] = {"attributes": decode_attributes(point.attributes), "kind": kind}
+        if kind == "histogram":
+            entry.update(count=point.count, sum=point.sum)
+        else:
+            entry["value"] = point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
+        points.append(entry)
+    return points
+
+
 def _status_name(status: int | grpc.StatusCode) -> str:
     return status.name if isinstance(status, grpc.StatusCode) else str(status)
 
@@ -656,6 +713,21 @@ class _TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
         context: grpc.ServicerContext,
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         return self._receiver._handle(request, context)
+
+
+class _MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
+    """The official generated ``MetricsService`` servicer: records every request."""
+
+    def __init__(self, receiver: OtlpReceiver) -> None:
+        self._receiver = receiver
+
+    def Export(  # noqa: N802 - generated gRPC method name
+        self,
+        request: metrics_service_pb2.ExportMetricsServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        self._receiver._record_metrics(request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
 class OtlpGrpcReceiver(OtlpReceiver):
@@ -702,6 +774,7 @@ class OtlpGrpcReceiver(OtlpReceiver):
             ],
         )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(self), server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsServicer(self), server)
         try:
             bound = server.add_insecure_port(f"{_HOST}:{port}")
         except RuntimeError as exc:
@@ -1020,6 +1093,13 @@ class OtlpHttpReceiver(OtlpReceiver):
         encoding = headers.get("content-encoding", "").strip().lower() or None
         reply_json = media_type == "application/json"
         path = urlsplit(handler.path).path
+        if path == OTLP_METRICS_PATH:
+            metrics = metrics_service_pb2.ExportMetricsServiceRequest()
+            metrics.ParseFromString(_decompress(handler.read_body(), encoding))
+            self._record_metrics(metrics)
+            handler.reply(200, metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString(),
+                          "application/x-protobuf")
+            return
         if path != OTLP_TRACES_PATH:
             handler.read_body()
             handler.reply(404, b"", "text/plain")

@@ -48,7 +48,7 @@ def main(mode: str, endpoint: str) -> None:
     from flowtel.exporters import InMemoryExporter, OtlpExporter
 
     mlflow_view = InMemoryExporter()
-    flowtel.tracing.set_destination(mlflow_view, OtlpExporter(endpoint, protocol="grpc"))
+    flowtel.tracing.set_destination(mlflow_view, OtlpExporter(endpoint, protocol="grpc", conventions="mlflow"))
 
     @flowtel.trace(span_type="CHAT_MODEL")
     def ask_llm(question: str) -> str:

@@ -77,6 +77,7 @@ def remote_env(mlflow_server: MlflowServer, otlp_http_receiver: OtlpHttpReceiver
         "MLFLOW_TRACKING_URI": mlflow_server.url,
         "MLFLOW_EXPERIMENT_ID": experiment_id,
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_http_receiver.endpoint,
+        "FLOWTEL_OTLP_CONVENTIONS": "mlflow",  # span names as recorded
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -44,7 +44,7 @@ def closed_port() -> int:
 
 def test_local_store_is_not_held_back_by_a_stalled_collector(otlp_grpc_receiver: OtlpGrpcReceiver, tmp_path: Path) -> None:
     local = LocalStoreExporter(tmp_path / "traces.db")
-    flowtel.tracing.set_destination(local, OtlpExporter(otlp_grpc_receiver.endpoint, protocol="grpc"))
+    flowtel.tracing.set_destination(local, OtlpExporter(otlp_grpc_receiver.endpoint, protocol="grpc", conventions="mlflow"))
     otlp_grpc_receiver.pause()  # the collector takes the request and does not answer
 
     agent("Weather?")
@@ -77,6 +77,7 @@ def test_mlflow_server_is_not_held_back_by_a_dead_collector(
     # Both destinations from the environment, as a user would configure them.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_http_receiver.base_url)
+    monkeypatch.setenv("FLOWTEL_OTLP_CONVENTIONS", "mlflow")  # span names as recorded
     _runtime.reset()
     otlp_http_receiver.stop()  # connection refused
 
@@ -101,6 +102,7 @@ def test_collector_is_not_held_back_by_a_dead_mlflow_server(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", otlp_http_receiver.endpoint)
+    monkeypatch.setenv("FLOWTEL_OTLP_CONVENTIONS", "mlflow")  # span names as recorded
     _runtime.reset()
 
     agent("Weather?")

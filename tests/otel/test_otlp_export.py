@@ -39,7 +39,10 @@ def memory() -> InMemoryExporter:
 
 
 def send_to(receiver: OtlpReceiver, protocol: str, memory: InMemoryExporter | None = None, **options: Any) -> OtlpExporter:
-    """Route traces to the receiver (and to memory, to compare with what flowtel recorded)."""
+    """Route traces to the receiver (and to memory, to compare with what flowtel recorded).
+    MLflow's conventions unless ``conventions`` says otherwise (a plain collector gets ``genai``
+    by default: test_default_conventions_follow_the_receiver)."""
+    options.setdefault("conventions", "mlflow")
     exporter = OtlpExporter(receiver.endpoint, protocol=protocol, **options)
     flowtel.tracing.set_destination(exporter, *([memory] if memory is not None else []))
     return exporter
@@ -355,7 +358,7 @@ def test_genai_conventions_openai_responses(
     assert_content_once(span, [QUESTION, "Be brief.", "Checking."])
 
 
-def test_genai_conventions_tool_span_and_unrecognised_content_is_kept(otlp_http_receiver: OtlpReceiver) -> None:
+def test_genai_conventions_tool_span_and_content_without_a_semconv_place(otlp_http_receiver: OtlpReceiver) -> None:
     send_to(otlp_http_receiver, "http/protobuf", conventions="genai")
 
     @flowtel.trace(span_type=SpanType.LLM)
@@ -378,11 +381,18 @@ def test_genai_conventions_tool_span_and_unrecognised_content_is_kept(otlp_http_
         "gen_ai.tool.call.arguments": '{"city": "Paris"}',
         "gen_ai.tool.call.result": '"Sunny in Paris"',
     }
+    assert tool.attributes["openinference.span.kind"] == "TOOL"
     assert "mlflow.spanInputs" not in tool.attributes
-    llm = spans["text_completion"]
-    assert (llm.attributes["mlflow.spanInputs"], llm.attributes["mlflow.spanOutputs"]) == ('{"prompt": "Paris"}', "PARIS")
-    chain = spans["pipeline"]  # no GenAI operation: MLflow's attributes stay
-    assert chain.attributes["mlflow.spanType"] == "CHAIN" and "gen_ai.operation.name" not in chain.attributes
+    llm = spans["text_completion"]  # a plain-text answer is the assistant's message; the rest OpenInference's
+    assert json.loads(llm.attributes["gen_ai.output.messages"]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "PARIS"}], "finish_reason": "stop"}
+    ]
+    assert (llm.attributes["input.value"], llm.attributes["input.mime_type"]) == ('{"prompt": "Paris"}', "application/json")
+    assert "mlflow.spanInputs" not in llm.attributes and "output.value" not in llm.attributes
+    chain = spans["pipeline"]  # no GenAI operation: OpenInference's kind and generic input/output
+    assert chain.attributes["openinference.span.kind"] == "CHAIN" and "gen_ai.operation.name" not in chain.attributes
+    assert (chain.attributes["input.value"], chain.attributes["output.value"]) == ('{"city": "Paris"}', "PARIS")
+    assert chain.attributes["output.mime_type"] == "text/plain"
 
 
 @pytest.mark.usefixtures("openai_autolog")
@@ -403,7 +413,13 @@ def test_both_conventions_add_no_content(
         both = received_once(both_receiver, 2)["chat gpt-4o-mini"]
 
     # Every MLflow attribute, unchanged, plus the gen_ai.* attributes that carry no content.
-    assert {k: v for k, v in both.attributes.items() if not k.startswith("gen_ai.")} == plain.attributes
+    added = ("gen_ai.", "llm.", "openinference.")
+    assert {k: v for k, v in both.attributes.items() if not k.startswith(added)} == plain.attributes
+    assert {k: v for k, v in both.attributes.items() if k.startswith(("llm.", "openinference."))} == {
+        "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", "llm.provider": "openai",
+        "llm.token_count.prompt": 20, "llm.token_count.completion": 5, "llm.token_count.total": 25,
+        "llm.token_count.prompt_details.cache_read": 8,
+    }
     genai = {k for k in both.attributes if k.startswith("gen_ai.")}
     assert genai == {
         "gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.request.temperature",

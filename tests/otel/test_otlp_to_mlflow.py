@@ -3,6 +3,7 @@ sends is read back by the real ``mlflow.MlflowClient`` with trace-level data int
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -60,11 +61,23 @@ def test_mlflow_server_reads_back_an_otlp_export(
     assert info.state.value == "OK"
 
     spans = {s.span_type: s for s in trace.data.spans}
-    root, llm = spans["AGENT"] if conventions == "mlflow" else trace.data.spans[0], spans["CHAT_MODEL"]
+    llm = spans["CHAT_MODEL"] if conventions == "mlflow" else spans["LLM"]  # the server's reading of OpenInference's kind
+    root = spans["AGENT"]
     assert root.parent_id is None and llm.parent_id == root.span_id
-    assert root.outputs == '{"looks": "like json"}'  # stored as the same string, not turned into an object
-    assert root.attributes["mlflow.traceMetadata.app.version"] == "1.2"
-    assert root.attributes["mlflow.clientRequestId"] == "req-42"
+    if conventions == "mlflow":
+        assert root.outputs == '{"looks": "like json"}'  # stored as the same string, not turned into an object
+    else:  # the server parses OpenInference's output.value as JSON, whatever its output.mime_type says
+        assert root.outputs == {"looks": "like json"}
+    # MLflow's server reads no trace metadata back over OTLP (README): it stays on the root span.
+    assert "app.version" not in info.trace_metadata and info.client_request_id is None
+    if conventions == "mlflow":
+        assert root.attributes["mlflow.traceMetadata.app.version"] == "1.2"
+        assert root.attributes["mlflow.clientRequestId"] == "req-42"
+    else:  # OpenInference's metadata object: the server keeps it as a root span attribute
+        metadata = root.attributes["metadata"]
+        metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
+        user_metadata = {k: v for k, v in metadata.items() if not k.startswith("flowtel.")}  # cost notes
+        assert user_metadata == {"app": "demo", "app.version": "1.2", "client_request_id": "req-42"}
     if conventions == "mlflow":
         assert root.inputs == {"question": QUESTION}
         assert llm.inputs == {"messages": [{"role": "user", "content": QUESTION}], "model": "gpt-4o-mini"}

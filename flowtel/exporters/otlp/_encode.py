@@ -4,15 +4,22 @@ Spans keep their ids, times, kind, status, events and links. A trace that contin
 outside flowtel (an application's OTel span, a caller in another process) gets that parent
 back on its local root, so an OTLP backend shows one tree.
 
-Trace-level data has no place of its own in OTLP, so it travels on the trace's (local) root span,
-as MLflow's server reads it back when it is the OTLP backend:
+Trace-level data has no place of its own in OTLP, so it travels on the trace's (local) root span
+(:func:`trace_attributes`):
 
-* ``mlflow.traceTag.<key>`` for each trace tag (the server turns them back into tags, including
-  ``mlflow.traceName``); tags the server assigns itself are left out;
-* ``session.id`` / ``user.id`` (OTel semconv) for MLflow's session and user;
-* ``mlflow.clientRequestId`` and ``mlflow.traceMetadata.<key>`` for the client request id and the
-  other metadata (MLflow's server keeps them as root span attributes). Metadata derived from the
-  spans (previews, token usage, size stats) is not sent: every backend can recompute it.
+* ``mlflow.traceTag.<key>`` for each trace tag, in every convention (MLflow's server turns them
+  back into tags, including ``mlflow.traceName``); tags the server assigns itself are left out;
+* ``session.id`` / ``user.id`` (OTel semconv, also read by MLflow's server and Phoenix);
+* with ``mlflow`` / ``both``: ``mlflow.clientRequestId`` and ``mlflow.traceMetadata.<key>`` for the
+  client request id and the other metadata (MLflow 3.17's server keeps them as root span
+  attributes only). Metadata derived from the spans (previews, token usage, size stats) is not
+  sent: every backend can recompute it;
+* with ``genai`` / ``both``: OpenInference's ``metadata`` and ``tag.tags``
+  (:mod:`flowtel.exporters.otlp._openinference`).
+
+With ``genai`` and ``both``, feedback and expectations delivered with the trace go out as
+``gen_ai.evaluation.result`` span events, and ``genai`` replaces a stream's chunk events by one
+summary event (:mod:`flowtel.exporters.otlp._events`).
 
 Attribute values, stored as MLflow JSON strings, go out as plain OTel values: strings, numbers
 and booleans natively, objects and arrays as their JSON text (OTel Python has no structured
@@ -55,6 +62,8 @@ from flowtel.exporters._otlp_proto import (
     set_string,
     set_value,
 )
+from flowtel.exporters.otlp import _openinference
+from flowtel.exporters.otlp._events import assessments_by_span, replace_chunk_events, write_evaluation_events
 from flowtel.exporters.otlp._genai import CONVERSATION_ID, genai_view
 from flowtel.tracing._app_spans import CapturedSpan
 from flowtel.tracing._finalize import remote_parent_of
@@ -65,6 +74,7 @@ if TYPE_CHECKING:
     from flowtel.entities import Span, Trace, TraceInfo
 
 __all__ = [
+    "AUTO",
     "CLIENT_REQUEST_ID",
     "CONVENTIONS",
     "SESSION_ID",
@@ -78,6 +88,8 @@ __all__ = [
 
 Conventions = Literal["mlflow", "genai", "both"]
 CONVENTIONS: tuple[str, ...] = ("mlflow", "genai", "both")
+#: ``conventions`` setting that picks one of :data:`CONVENTIONS` from the receiver (the default).
+AUTO = "auto"
 
 TRACE_TAG_PREFIX = "mlflow.traceTag."
 TRACE_METADATA_PREFIX = "mlflow.traceMetadata."
@@ -108,8 +120,9 @@ class SpanEncoder:
 
     Args:
         conventions: ``"mlflow"`` (MLflow attributes as recorded), ``"genai"`` (OTel GenAI
-            semantic conventions, MLflow attributes only where the semconv has no equivalent)
-            or ``"both"`` (all MLflow attributes plus the content-free ``gen_ai.*`` ones).
+            semantic conventions and OpenInference, MLflow attributes only where neither has an
+            equivalent) or ``"both"`` (all MLflow attributes plus the content-free ``gen_ai.*`` /
+            OpenInference ones).
         resource: Resource of every span.
         scope_name: Instrumentation scope name of every span.
         scope_version: Instrumentation scope version.
@@ -145,6 +158,12 @@ class SpanEncoder:
     def _encode_trace(self, trace: Trace, spans: Any) -> None:
         remote_parent = remote_parent_of(trace)
         root_attributes = trace_attributes(trace.info, self.conventions)
+        mlflow = self.conventions == "mlflow"
+        # MLflow keeps assessments itself (its own API); other backends get the semconv events.
+        assessments = None
+        if trace.info.assessments and not mlflow:
+            span_ids = {f"{s._span.context.span_id:016x}" for s in trace.data.spans}
+            assessments = assessments_by_span(trace.info.assessments, span_ids)
         trace_id = None
         for span in trace.data.spans:
             if isinstance(span._span, CapturedSpan):
@@ -158,6 +177,12 @@ class SpanEncoder:
             )
             if is_root:
                 add_attributes(pb.attributes, root_attributes.items())
+            if mlflow:
+                continue
+            if pb.events and self.conventions == "genai":
+                replace_chunk_events(pb.events)
+            if assessments:
+                write_evaluation_events(pb, assessments, is_root=is_root)
 
     def _encode_attributes(self, pb: PbSpan, span: Span) -> tuple[str, SpanKind]:
         """Adds the span's attributes; returns its name and kind in these conventions."""
@@ -183,11 +208,14 @@ class SpanEncoder:
 
 
 def trace_attributes(info: TraceInfo, conventions: Conventions = "mlflow") -> dict[str, Any]:
-    """Attributes that carry the trace's tags, metadata, user, session and client request id."""
+    """Attributes that carry the trace's tags, metadata, user, session and client request id.
+
+    ``mlflow.traceTag.<key>``, ``user.id`` and ``session.id`` always (an MLflow server reads them
+    back whatever the conventions); ``mlflow.traceMetadata.*`` and ``mlflow.clientRequestId``
+    with ``mlflow`` and ``both``; OpenInference's ``metadata`` / ``tag.tags`` with ``genai`` and
+    ``both``; ``gen_ai.conversation.id`` with ``genai``.
+    """
     attributes: dict[str, Any] = {}
-    for key, value in info.tags.items():
-        if key not in _SERVER_TAGS:
-            attributes[TRACE_TAG_PREFIX + key] = value
     metadata = info.trace_metadata
     user = metadata.get(TraceMetadataKey.TRACE_USER)
     if user:
@@ -197,6 +225,13 @@ def trace_attributes(info: TraceInfo, conventions: Conventions = "mlflow") -> di
         attributes[SESSION_ID] = session
         if conventions == "genai":
             attributes[CONVERSATION_ID] = session
+    for key, value in info.tags.items():
+        if key not in _SERVER_TAGS:
+            attributes[TRACE_TAG_PREFIX + key] = value  # short; MLflow's server reads tags only so
+    if conventions != "mlflow":
+        attributes.update(_openinference.trace_attributes(info.tags, metadata, info.client_request_id))
+    if conventions == "genai":
+        return attributes
     for key, value in metadata.items():
         if value and key not in _UNSENT_METADATA:
             attributes[TRACE_METADATA_PREFIX + key] = value

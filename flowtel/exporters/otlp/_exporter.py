@@ -44,7 +44,7 @@ from flowtel.delivery import Destination
 from flowtel.delivery._exporter import ExportFailure, ExportResult, TraceExporter
 from flowtel.delivery._http import HttpClient, HttpSettings, TransportError
 from flowtel.delivery._retry import is_retryable_status, parse_retry_after
-from flowtel.exporters.otlp._encode import CONVENTIONS, Conventions, SpanEncoder
+from flowtel.exporters.otlp._encode import AUTO, CONVENTIONS, Conventions, SpanEncoder
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -72,6 +72,7 @@ _RETRYABLE_GRPC_NAMES = frozenset({
     "UNAVAILABLE", "DATA_LOSS",
 })
 _USER_AGENT = f"flowtel/{__version__}"
+_MLFLOW_EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -169,12 +170,16 @@ class OtlpExporter(TraceExporter):
         compression: ``"none"``, ``"gzip"`` or ``"deflate"``.
         certificate_file: CA bundle (PEM) for a collector with a private CA.
         insecure: gRPC without URL scheme only: ``True`` for a plain-text connection.
-        conventions: Span attributes as MLflow records them (``"mlflow"``, the default), as the
-            OTel GenAI semantic conventions say (``"genai"``: ``gen_ai.*`` attributes,
-            ``chat {model}`` span names, messages in ``gen_ai.input.messages`` /
-            ``gen_ai.output.messages``, MLflow attributes only where the semconv has no
-            equivalent), or ``"both"`` (every MLflow attribute plus the ``gen_ai.*`` attributes
-            that carry no content: messages are sent once). Default ``FLOWTEL_OTLP_CONVENTIONS``.
+        conventions: ``"auto"`` (the default: ``"mlflow"`` when the headers carry
+            ``x-mlflow-experiment-id``, i.e. the receiver is an MLflow server, else ``"genai"``),
+            ``"mlflow"`` (span attributes as MLflow records them), ``"genai"`` (the OTel GenAI
+            semantic conventions plus the OpenInference attributes Phoenix/Arize read: ``gen_ai.*``
+            attributes, ``chat {model}`` span names, messages in ``gen_ai.input.messages`` /
+            ``gen_ai.output.messages``, tool calls, retrieval documents, other inputs/outputs as
+            ``input.value`` / ``output.value``, evaluation events; MLflow attributes only where
+            neither has an equivalent), or ``"both"`` (every MLflow attribute plus the content-free
+            ``gen_ai.*`` / OpenInference ones: content is sent once). Default
+            ``FLOWTEL_OTLP_CONVENTIONS``.
         service_name: ``service.name`` of the resource; wins over ``OTEL_SERVICE_NAME``.
 
     Raises:
@@ -201,10 +206,12 @@ class OtlpExporter(TraceExporter):
             endpoint, protocol=protocol, headers=headers, timeout=timeout, compression=compression,
             certificate_file=certificate_file, insecure=insecure,
         )
-        chosen = conventions or _config.FLOWTEL_OTLP_CONVENTIONS.get()
+        chosen = (conventions or _config.FLOWTEL_OTLP_CONVENTIONS.get()).strip().lower()
+        if chosen == AUTO:
+            chosen = default_conventions(self.settings)
         if chosen not in CONVENTIONS:
             raise ConfigError(
-                f"OTLP conventions must be one of {', '.join(CONVENTIONS)}, got {chosen!r} "
+                f"OTLP conventions must be one of auto, {', '.join(CONVENTIONS)}, got {chosen!r} "
                 "(the conventions argument or FLOWTEL_OTLP_CONVENTIONS)."
             )
         self.conventions: Conventions = chosen  # type: ignore[assignment]
@@ -270,6 +277,12 @@ def create_otlp_destination(**options: Any) -> Destination:
         ConfigError: invalid OTLP configuration.
     """
     return Destination(exporter=OtlpExporter(**options))
+
+
+def default_conventions(settings: OtlpSettings) -> Conventions:
+    """``mlflow`` for an MLflow server (its OTLP route needs the ``x-mlflow-experiment-id``
+    header, and reads MLflow's own attributes), ``genai`` for any other backend."""
+    return "mlflow" if _MLFLOW_EXPERIMENT_HEADER in settings.headers else "genai"
 
 
 def otlp_resource(service_name: str | None = None) -> Resource:

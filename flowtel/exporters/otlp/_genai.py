@@ -1,11 +1,12 @@
 """MLflow span attributes -> OpenTelemetry GenAI semantic conventions (``gen_ai.*``).
 
 Used by OTLP export when ``conventions`` is ``"genai"`` or ``"both"``. :func:`genai_view` reads
-the MLflow attributes of one span and says which ``gen_ai.*`` attributes describe it, which
-MLflow attributes they replace, and the semconv span name and kind.
+the MLflow attributes of one span and says which ``gen_ai.*`` (and OpenInference) attributes
+describe it, which MLflow attributes they replace, and the semconv span name and kind.
 
-Content (messages, tool arguments and results, tool definitions) is produced only when asked
-(``content=True``, the ``genai`` conventions): with ``both``, the content already travels in
+Content (messages, tool arguments and results, tool definitions, retrieval query and documents,
+other inputs/outputs as OpenInference's ``input.value`` / ``output.value``) is produced only when
+asked (``content=True``, the ``genai`` conventions): with ``both``, the content already travels in
 ``mlflow.spanInputs`` / ``mlflow.spanOutputs`` / ``mlflow.chat.tools`` and is not sent twice.
 
 Messages follow the semconv "parts" model (``gen_ai.input.messages``, ``gen_ai.output.messages``,
@@ -13,7 +14,7 @@ Messages follow the semconv "parts" model (``gen_ai.input.messages``, ``gen_ai.o
 cannot hold structured values yet. This module knows no provider: each provider's reading of its
 messages, finish reasons and tool definitions comes from the provider registry
 (``flowtel.tracing._providers``), with MLflow's standard chat shape as the last resort. A span whose
-content is not recognised keeps its MLflow inputs/outputs, so nothing is lost.
+content is not recognised sends it as ``input.value`` / ``output.value``, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowtel.entities._constants import SpanAttributeKey
+from flowtel.exporters.otlp import _openinference
 from flowtel.tracing import _providers
 from flowtel.tracing._providers import GenAiConventions, MessageConverter
 
@@ -45,6 +47,8 @@ TOOL_NAME = "gen_ai.tool.name"
 TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
 TOOL_CALL_RESULT = "gen_ai.tool.call.result"
 AGENT_NAME = "gen_ai.agent.name"
+RETRIEVAL_QUERY = "gen_ai.retrieval.query.text"
+RETRIEVAL_DOCUMENTS = "gen_ai.retrieval.documents"
 CONVERSATION_ID = "gen_ai.conversation.id"
 
 _USAGE_KEYS = {
@@ -71,6 +75,7 @@ _GENAI_REQUEST_KWARGS = (
     "messages", "input", "system", "instructions",
 )
 _INFERENCE_OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "generate_content"})
+_READS_INPUTS = frozenset({"LLM", "CHAT_MODEL", "EMBEDDING", "RETRIEVER"})
 _TYPE_OPERATIONS = {
     "CHAT_MODEL": "chat",
     "EMBEDDING": "embeddings",
@@ -98,25 +103,37 @@ class GenAiView:
 
 
 def genai_view(span_name: str, raw: Mapping[str, Any], *, content: bool) -> GenAiView:
-    """Describe a span (its MLflow JSON-string attributes ``raw``) in GenAI terms."""
+    """Describe a span (its MLflow JSON-string attributes ``raw``) in GenAI terms.
+
+    Every span gets its OpenInference kind; spans with a GenAI operation get ``gen_ai.*`` too.
+    With ``content``, the span's inputs and outputs go out once: in the semconv attribute that
+    holds them (messages, tool call arguments/result, retrieval query/documents) where there is
+    one, else as OpenInference's generic ``input.value`` / ``output.value``.
+    """
     view = GenAiView()
     span_type = _decoded(raw, SpanAttributeKey.SPAN_TYPE)
-    if not isinstance(span_type, str) or (span_type != "LLM" and span_type not in _TYPE_OPERATIONS):
-        return view  # no GenAI operation: nothing to decode
-    inputs = _decoded(raw, SpanAttributeKey.INPUTS)
+    known = isinstance(span_type, str) and span_type in _openinference.SPAN_KINDS
+    view.attributes[_openinference.SPAN_KIND] = _openinference.span_kind(span_type)
+    if known:
+        view.replaces.add(SpanAttributeKey.SPAN_TYPE)
+    # Only model calls and retrievers read their decoded inputs (the largest value of most spans).
+    inputs = _decoded(raw, SpanAttributeKey.INPUTS) if span_type in _READS_INPUTS else None
     operation = _operation(span_type, inputs)
-    if operation is None:
-        return view
-    view.attributes[OPERATION_NAME] = operation
-    view.replaces.add(SpanAttributeKey.SPAN_TYPE)
-    if operation in _INFERENCE_OPERATIONS:
-        _describe_inference(view, raw, inputs, content=content)
-        view.client = True
-    elif operation == "execute_tool":
-        _describe_tool(view, span_name, raw, inputs, content=content)
-    elif operation == "invoke_agent":
-        view.attributes[AGENT_NAME] = span_name
-        view.name = f"invoke_agent {span_name}"
+    if operation is not None:
+        view.attributes[OPERATION_NAME] = operation
+        if operation in _INFERENCE_OPERATIONS:
+            _describe_inference(view, raw, inputs, content=content)
+            _openinference.add_model_and_usage(view.attributes)
+            view.client = True
+        elif operation == "execute_tool":
+            _describe_tool(view, span_name, raw, inputs, content=content)
+        elif operation == "invoke_agent":
+            view.attributes[AGENT_NAME] = span_name
+            view.name = f"invoke_agent {span_name}"
+        elif operation == "retrieval" and content:
+            _describe_retrieval(view, raw, inputs)
+    if content:
+        _openinference.add_generic_io(view.attributes, view.replaces, raw)
     return view
 
 
@@ -156,7 +173,7 @@ def _describe_inference(view: GenAiView, raw: Mapping[str, Any], inputs: Any, *,
         _response_attrs(attrs, outputs)
     operation = attrs[OPERATION_NAME]
     view.name = f"{operation} {request_model}" if request_model else operation
-    if content:
+    if content and operation != "embeddings":  # texts and vectors are no messages: input/output.value
         _inference_content(view, raw, inputs, outputs)
 
 
@@ -195,9 +212,15 @@ def _finish_reasons(outputs: dict[str, Any]) -> list[str]:
 
 def _inference_content(view: GenAiView, raw: Mapping[str, Any], inputs: Any, outputs: Any) -> None:
     converter = _converter(_decoded(raw, SpanAttributeKey.MESSAGE_FORMAT), inputs, outputs)
+    attrs = view.attributes
+    if isinstance(outputs, str) and outputs:
+        # A chat model returning plain text (the quickstart's shape): one assistant message.
+        attrs[OUTPUT_MESSAGES] = _json([
+            {"role": "assistant", "parts": [{"type": "text", "content": outputs}], "finish_reason": "stop"}
+        ])
+        view.replaces.add(SpanAttributeKey.OUTPUTS)
     if converter is None:
         return
-    attrs = view.attributes
     system, messages = converter.inputs(inputs) if isinstance(inputs, dict) else (None, None)
     if messages is not None:
         attrs[INPUT_MESSAGES] = _json(messages)
@@ -242,7 +265,7 @@ def _tool_definition(tool: Any) -> Any:
 
 # -- tools ---------------------------------------------------------------------------------------
 def _describe_tool(view: GenAiView, span_name: str, raw: Mapping[str, Any], inputs: Any, *, content: bool) -> None:
-    function_name = _decoded(raw, SpanAttributeKey.FUNCTION_NAME)
+    function_name = None if span_name else _decoded(raw, SpanAttributeKey.FUNCTION_NAME)
     name = span_name or (function_name if isinstance(function_name, str) else "")
     view.attributes[TOOL_NAME] = name
     view.name = f"execute_tool {name}" if name else "execute_tool"
@@ -254,6 +277,61 @@ def _describe_tool(view: GenAiView, span_name: str, raw: Mapping[str, Any], inpu
     if SpanAttributeKey.OUTPUTS in raw:
         view.attributes[TOOL_CALL_RESULT] = _json_text(raw[SpanAttributeKey.OUTPUTS])
         view.replaces.add(SpanAttributeKey.OUTPUTS)
+
+
+# -- retrieval -----------------------------------------------------------------------------------
+_QUERY_KEYS = ("query", "question", "input", "text", "q")
+
+
+def _describe_retrieval(view: GenAiView, raw: Mapping[str, Any], inputs: Any) -> None:
+    """The query (when it is text) and the documents (MLflow's ``Document`` shape)."""
+    query = _query_text(inputs)
+    if query is not None:
+        view.attributes[RETRIEVAL_QUERY] = query
+        view.replaces.add(SpanAttributeKey.INPUTS)
+    documents = _documents(_decoded(raw, SpanAttributeKey.OUTPUTS))
+    if documents is None:
+        return
+    if all("score" in d for d in documents):
+        view.attributes[RETRIEVAL_DOCUMENTS] = _json(documents)
+    else:  # the semconv requires a score: OpenInference's document list has none to invent
+        view.attributes.update(_openinference.documents(documents))
+    view.replaces.add(SpanAttributeKey.OUTPUTS)
+
+
+def _query_text(inputs: Any) -> str | None:
+    if isinstance(inputs, str):
+        return inputs
+    if not isinstance(inputs, dict):
+        return None
+    for key in _QUERY_KEYS:
+        if isinstance(inputs.get(key), str):
+            return str(inputs[key])
+    values = list(inputs.values())
+    return values[0] if len(values) == 1 and isinstance(values[0], str) else None
+
+
+def _documents(outputs: Any) -> list[dict[str, Any]] | None:
+    """Semconv retrieval documents (``id``, ``score``) with their ``content`` and ``metadata``,
+    which Phoenix and the semconv's own examples carry too; None unless every item is a document."""
+    if not isinstance(outputs, list) or not all(isinstance(d, dict) and "page_content" in d for d in outputs):
+        return None
+    documents = []
+    for index, document in enumerate(outputs):
+        metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
+        score = next((metadata[k] for k in ("score", "relevance_score") if _is_number(metadata.get(k))), None)
+        item: dict[str, Any] = {"id": str(document.get("id") or metadata.get("doc_uri") or index)}
+        if score is not None:
+            item["score"] = float(score)
+        item["content"] = document["page_content"]
+        if metadata:
+            item["metadata"] = metadata
+        documents.append(item)
+    return documents
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # -- message converters: the provider registry ----------------------------------------------------
@@ -283,6 +361,8 @@ def _decoded(raw: Mapping[str, Any], key: str) -> Any:
     value = raw.get(key)
     if not isinstance(value, str):
         return value
+    if len(value) > 1 and value[0] == '"' and value[-1] == '"' and "\\" not in value:
+        return value[1:-1]  # a JSON string without escapes (span types, names): no json.loads
     try:
         return json.loads(value)
     except ValueError:
