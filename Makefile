@@ -15,12 +15,13 @@ $(VENV)/.core: pyproject.toml | $(VENV)/bin/python
 	@touch $@
 
 $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,lint]"
 	@touch $@ $(VENV)/.core $(VENV)/.demo
 
+# mypy checks flowtel against the libraries it integrates with, so the gate has them too.
 $(VENV)/.lint: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e ".[lint]"
-	@touch $@ $(VENV)/.core
+	$(PIP) install -e ".[test,lint]"
+	@touch $@ $(VENV)/.core $(VENV)/.test $(VENV)/.demo
 
 $(VENV)/.demo: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -e ".[openai]"
