@@ -401,7 +401,12 @@ class LiveSpan(Span):
         attrs = self._attrs
         span = self._span
         if self._direct and attrs is not None and _end_time(span) is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
-            _otel_sdk.defer(span, key, value, token)
+            # (_otel_sdk.defer, inlined: flowtel's own slot on the span, twice per traced call)
+            deferred = span.__dict__.get(_DEFERRED_SLOT)
+            if deferred is None:
+                setattr(span, _DEFERRED_SLOT, {key: (value, token)})
+            else:
+                deferred[key] = (value, token)
             attrs[key] = DEFERRED
         else:
             self._set_raw(key, _hooks.encode_deferred(key, value, token))
@@ -679,23 +684,43 @@ def stored_attributes(span: Any) -> Mapping[str, Any]:
     return _otel_sdk.attribute_mapping(span)
 
 
-def attribute_bytes(spans: Any, event_bytes: int = 400) -> int:
+def attribute_bytes(spans: Any, event_bytes: int = 400, event_values: bool = False) -> int:
     """Rough memory held by the attribute values and events of ``spans``, without encoding
     anything: values still deferred (see :meth:`LiveSpan._defer`) count by their raw lengths.
-    For size estimates on the caller's thread, so it only reads lengths."""
+    For size estimates on the caller's thread, so it only reads lengths. ``event_values``: count
+    the events' attribute values too (streamed chunks carry up to a whole value each), not only
+    ``event_bytes`` per event."""
     total = 0
     for span in spans:
         values = _otel_sdk.attribute_mapping(span).values()
-        events = len(_otel_sdk.event_list(span))  # (creates no deque that was never needed)
+        events = _otel_sdk.event_list(span)  # (creates no deque that was never needed)
         try:
             total += sum(map(len, values))  # flowtel's values are all strings: one C loop
         except TypeError:
             total += sum(len(v) if type(v) is str else 16 for v in values)
         if events:
-            total += events * event_bytes
+            total += len(events) * event_bytes
+            if event_values:
+                total += _event_value_bytes(events)
         deferred = getattr(span, _DEFERRED_SLOT, None)
         if deferred:
             total += _deferred_bytes(deferred)
+    return total
+
+
+def _event_value_bytes(events: Any) -> int:
+    total = 0
+    for event in events:
+        attributes = event.attributes
+        if not attributes:
+            continue
+        for value in attributes.values():
+            if type(value) is str:
+                total += len(value)
+            elif isinstance(value, (list, tuple)):
+                total += sum(len(v) if type(v) is str else 16 for v in value)
+            else:
+                total += 16
     return total
 
 

@@ -190,8 +190,11 @@ class TraceAssembler(SpanProcessor):
                 # Whoever removes the record hands it off: exactly once, even if a nested
                 # section (signal handler) completed the trace in between.
                 done = record.open_spans <= 0 and self._traces.pop(tid, None) is record
-                if done:
-                    self._remember_closed_locked(tid)
+                if done:  # (_remember_closed_locked, inlined: once per trace on the caller's path)
+                    closed = self._closed
+                    closed[tid] = None
+                    if len(closed) > _MAX_EXPIRED_IDS:
+                        del closed[next(iter(closed))]
             if live is not None and live._span is not span:
                 # Ended through the SDK (e.g. the OTel API's span.end()): the snapshot shares
                 # the live span's attributes, so values still deferred on it are encoded now.
