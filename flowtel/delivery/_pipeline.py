@@ -1187,7 +1187,7 @@ def estimate_size(item: Any) -> int:
             # (events' attribute values included: streamed chunks carry up to a whole value
             # each (1 MB), so a fixed per-event cost would let memory outgrow the byte budget)
             + attribute_bytes(spans, event_bytes=_EVENT_OVERHEAD, event_values=True)
-            + len(record.request_preview or "") + len(record.response_preview or "")
+            + record.preview_chars  # explicit previews (update_current_trace)
         )
     except Exception:  # noqa: BLE001 - an estimate must never cost the trace itself
         return _DEFAULT_SIZE

@@ -330,7 +330,10 @@ class LiveSpan(Span):
         self._trace_id = trace_id
         self._span_type = span_type
         # known_layout: the span starter checked this SDK's span layout (its template).
-        self._attrs = _otel_sdk.writable_attributes(otel_span, known_layout, _MAX_ATTRIBUTES)
+        self._attrs = (
+            _template_attributes(otel_span) if known_layout
+            else _otel_sdk.writable_attributes(otel_span, False, _MAX_ATTRIBUTES)
+        )
         # ``direct``: the SDK span was built by flowtel's span starter with flowtel's trace
         # assembler as its only processor. It then ends without the SDK's snapshot copy, and
         # immutable values may be encoded later, off the caller's thread (see ``_defer``).
@@ -625,6 +628,7 @@ def _now_ns() -> int:
 DEFERRED = "".join(('"', "[flowtel: not yet encoded]", '"'))
 _DEFERRED_SLOT = _otel_sdk.DEFERRED_SLOT
 _end_time = _otel_sdk.end_time
+_template_attributes = _otel_sdk.template_attributes
 
 
 def materialize(span: Any, *, final: bool = False) -> None:

@@ -35,7 +35,7 @@ class TraceRecord:
     __slots__ = (
         "otel_trace_id", "_trace_id", "root_span_id", "root_name",
         "started", "finished", "open_spans", "live", "_tags", "_metadata", "client_request_id",
-        "_request_preview", "_response_preview", "state", "experiment_id", "_assessments",
+        "_request_preview", "_response_preview", "preview_chars", "state", "experiment_id", "_assessments",
         "start_monotonic", "remote_parent",
     )
 
@@ -57,6 +57,7 @@ class TraceRecord:
         self.client_request_id: str | None = None
         self._request_preview: str | None = None
         self._response_preview: str | None = None
+        self.preview_chars = 0  # length of both explicit previews (size estimates read no property)
         self.state: str | None = None
         self.experiment_id: str | None = None
         self._assessments: list[Any] | None = None
@@ -92,6 +93,7 @@ class TraceRecord:
     @request_preview.setter
     def request_preview(self, text: str | None) -> None:
         self._request_preview = _preview(text)
+        self._count_preview_chars()
 
     @property
     def response_preview(self) -> str | None:
@@ -100,6 +102,10 @@ class TraceRecord:
     @response_preview.setter
     def response_preview(self, text: str | None) -> None:
         self._response_preview = _preview(text)
+        self._count_preview_chars()
+
+    def _count_preview_chars(self) -> None:
+        self.preview_chars = len(self._request_preview or "") + len(self._response_preview or "")
 
     @property
     def trace_id(self) -> str:
