@@ -193,12 +193,6 @@ def writable_attributes(span: Any, known_layout: bool, max_attributes: int) -> d
     return None
 
 
-#: ``template_attributes(span)``: the attribute dict of a span built by a
-#: :class:`DirectSpanFactory` template (``writable_attributes(span, True, ...)`` without the
-#: Python call; that factory exists only while the internals are usable). A C-level read.
-template_attributes: Callable[[Any], dict[str, Any]] = operator.attrgetter("_attributes._dict")
-
-
 def _no_processor(span: Any) -> Any:
     return None
 

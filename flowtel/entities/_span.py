@@ -331,7 +331,7 @@ class LiveSpan(Span):
         self._span_type = span_type
         # known_layout: the span starter checked this SDK's span layout (its template).
         self._attrs = (
-            _template_attributes(otel_span) if known_layout
+            otel_span._attributes._dict if known_layout  # (writable_attributes' template case, inlined)
             else _otel_sdk.writable_attributes(otel_span, False, _MAX_ATTRIBUTES)
         )
         # ``direct``: the SDK span was built by flowtel's span starter with flowtel's trace
@@ -387,7 +387,7 @@ class LiveSpan(Span):
         # Values are already-encoded strings, valid OTel attribute values by construction, so
         # OTel's per-value validation (the largest cost of a span) is skipped while the span is
         # open; anything unusual goes through the regular SDK path.
-        if attrs is not None and _end_time(self._span) is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
+        if attrs is not None and self._span._end_time is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
             attrs[key] = raw
         elif self._span.is_recording():
             self._span.set_attribute(key, raw)
@@ -403,7 +403,7 @@ class LiveSpan(Span):
         """
         attrs = self._attrs
         span = self._span
-        if self._direct and attrs is not None and _end_time(span) is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
+        if self._direct and attrs is not None and span._end_time is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
             # (_otel_sdk.defer, inlined: flowtel's own slot on the span, twice per traced call)
             deferred = span.__dict__.get(_DEFERRED_SLOT)
             if deferred is None:
@@ -430,7 +430,7 @@ class LiveSpan(Span):
 
     def _set_raw_many(self, raw: dict[str, str]) -> None:
         attrs = self._attrs
-        if attrs is not None and _end_time(self._span) is None and len(attrs) + len(raw) <= _MAX_ATTRIBUTES:
+        if attrs is not None and self._span._end_time is None and len(attrs) + len(raw) <= _MAX_ATTRIBUTES:
             attrs.update(raw)
         elif self._span.is_recording():
             self._span.set_attributes(raw)
@@ -490,7 +490,7 @@ class LiveSpan(Span):
         """
         span = self._span
         attrs = self._attrs
-        if attrs is None or _end_time(span) is not None:
+        if attrs is None or span._end_time is not None:
             if has_outputs:
                 self.set_outputs(outputs)
             self.end()
@@ -627,8 +627,10 @@ def _now_ns() -> int:
 # attribute value) recognised by identity, never by equality, so no user value can pass for it.
 DEFERRED = "".join(('"', "[flowtel: not yet encoded]", '"'))
 _DEFERRED_SLOT = _otel_sdk.DEFERRED_SLOT
-_end_time = _otel_sdk.end_time
-_template_attributes = _otel_sdk.template_attributes
+# Hot paths below read ``span._end_time`` inline rather than through ``_otel_sdk.end_time``
+# (an attrgetter call costs several times a specialised attribute load), always behind an
+# ``attrs is not None`` check: ``_otel_sdk.writable_attributes`` gave a dict, so the span has
+# the SDK layout that module verified.
 
 
 def materialize(span: Any, *, final: bool = False) -> None:
