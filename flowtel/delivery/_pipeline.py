@@ -1182,7 +1182,7 @@ def estimate_size(item: Any) -> int:
     except AttributeError:  # not a flowtel trace record
         return _DEFAULT_SIZE
     try:
-        total = (
+        total: int = (
             _TRACE_OVERHEAD + _SPAN_OVERHEAD * len(spans)
             # (events' attribute values included: streamed chunks carry up to a whole value
             # each (1 MB), so a fixed per-event cost would let memory outgrow the byte budget)

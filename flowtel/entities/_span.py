@@ -331,7 +331,7 @@ class LiveSpan(Span):
         self._span_type = span_type
         # known_layout: the span starter checked this SDK's span layout (its template).
         self._attrs = (
-            otel_span._attributes._dict if known_layout  # (writable_attributes' template case, inlined)
+            otel_span._attributes._dict if known_layout  # type: ignore[union-attr]  # (writable_attributes' template case, inlined)
             else _otel_sdk.writable_attributes(otel_span, False, _MAX_ATTRIBUTES)
         )
         # ``direct``: the SDK span was built by flowtel's span starter with flowtel's trace
