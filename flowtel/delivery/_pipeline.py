@@ -48,7 +48,7 @@ from flowtel.delivery._spool import (
     WriteResult,
     default_spool_root,
 )
-from flowtel.entities._span import attribute_bytes, plain_events
+from flowtel.entities._span import attribute_bytes
 
 if TYPE_CHECKING:
     from flowtel.delivery._spool import ClaimedBatch
@@ -1182,33 +1182,16 @@ def estimate_size(item: Any) -> int:
     except AttributeError:  # not a flowtel trace record
         return _DEFAULT_SIZE
     try:
-        total = (
+        total: int = (
             _TRACE_OVERHEAD + _SPAN_OVERHEAD * len(spans)
-            + attribute_bytes(spans, event_bytes=_EVENT_OVERHEAD) + _event_value_bytes(spans)
-            + len(record.request_preview or "") + len(record.response_preview or "")
+            # (events' attribute values included: streamed chunks carry up to a whole value
+            # each (1 MB), so a fixed per-event cost would let memory outgrow the byte budget)
+            + attribute_bytes(spans, event_bytes=_EVENT_OVERHEAD, event_values=True)
+            + record.preview_chars  # explicit previews (update_current_trace)
         )
     except Exception:  # noqa: BLE001 - an estimate must never cost the trace itself
         return _DEFAULT_SIZE
     item.size_estimate = total
-    return total
-
-
-def _event_value_bytes(spans: Any) -> int:
-    """What events hold besides their fixed overhead: streamed chunks carry up to a whole
-    value each (1 MB), so a fixed per-event cost would let memory outgrow the byte budget."""
-    total = 0
-    for span in spans:
-        for event in plain_events(span):
-            attributes = event.attributes
-            if not attributes:
-                continue
-            for value in attributes.values():
-                if type(value) is str:
-                    total += len(value)
-                elif isinstance(value, (list, tuple)):
-                    total += sum(len(v) if type(v) is str else 16 for v in value)
-                else:
-                    total += 16
     return total
 
 

@@ -330,7 +330,10 @@ class LiveSpan(Span):
         self._trace_id = trace_id
         self._span_type = span_type
         # known_layout: the span starter checked this SDK's span layout (its template).
-        self._attrs = _otel_sdk.writable_attributes(otel_span, known_layout, _MAX_ATTRIBUTES)
+        self._attrs = (
+            otel_span._attributes._dict if known_layout  # type: ignore[union-attr]  # (writable_attributes' template case, inlined)
+            else _otel_sdk.writable_attributes(otel_span, False, _MAX_ATTRIBUTES)
+        )
         # ``direct``: the SDK span was built by flowtel's span starter with flowtel's trace
         # assembler as its only processor. It then ends without the SDK's snapshot copy, and
         # immutable values may be encoded later, off the caller's thread (see ``_defer``).
@@ -384,7 +387,7 @@ class LiveSpan(Span):
         # Values are already-encoded strings, valid OTel attribute values by construction, so
         # OTel's per-value validation (the largest cost of a span) is skipped while the span is
         # open; anything unusual goes through the regular SDK path.
-        if attrs is not None and _end_time(self._span) is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
+        if attrs is not None and self._span._end_time is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
             attrs[key] = raw
         elif self._span.is_recording():
             self._span.set_attribute(key, raw)
@@ -400,8 +403,13 @@ class LiveSpan(Span):
         """
         attrs = self._attrs
         span = self._span
-        if self._direct and attrs is not None and _end_time(span) is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
-            _otel_sdk.defer(span, key, value, token)
+        if self._direct and attrs is not None and span._end_time is None and (len(attrs) < _MAX_ATTRIBUTES or key in attrs):
+            # (_otel_sdk.defer, inlined: flowtel's own slot on the span, twice per traced call)
+            deferred = span.__dict__.get(_DEFERRED_SLOT)
+            if deferred is None:
+                setattr(span, _DEFERRED_SLOT, {key: (value, token)})
+            else:
+                deferred[key] = (value, token)
             attrs[key] = DEFERRED
         else:
             self._set_raw(key, _hooks.encode_deferred(key, value, token))
@@ -422,7 +430,7 @@ class LiveSpan(Span):
 
     def _set_raw_many(self, raw: dict[str, str]) -> None:
         attrs = self._attrs
-        if attrs is not None and _end_time(self._span) is None and len(attrs) + len(raw) <= _MAX_ATTRIBUTES:
+        if attrs is not None and self._span._end_time is None and len(attrs) + len(raw) <= _MAX_ATTRIBUTES:
             attrs.update(raw)
         elif self._span.is_recording():
             self._span.set_attributes(raw)
@@ -482,7 +490,7 @@ class LiveSpan(Span):
         """
         span = self._span
         attrs = self._attrs
-        if attrs is None or _end_time(span) is not None:
+        if attrs is None or span._end_time is not None:
             if has_outputs:
                 self.set_outputs(outputs)
             self.end()
@@ -619,7 +627,10 @@ def _now_ns() -> int:
 # attribute value) recognised by identity, never by equality, so no user value can pass for it.
 DEFERRED = "".join(('"', "[flowtel: not yet encoded]", '"'))
 _DEFERRED_SLOT = _otel_sdk.DEFERRED_SLOT
-_end_time = _otel_sdk.end_time
+# Hot paths below read ``span._end_time`` inline rather than through ``_otel_sdk.end_time``
+# (an attrgetter call costs several times a specialised attribute load), always behind an
+# ``attrs is not None`` check: ``_otel_sdk.writable_attributes`` gave a dict, so the span has
+# the SDK layout that module verified.
 
 
 def materialize(span: Any, *, final: bool = False) -> None:
@@ -679,23 +690,43 @@ def stored_attributes(span: Any) -> Mapping[str, Any]:
     return _otel_sdk.attribute_mapping(span)
 
 
-def attribute_bytes(spans: Any, event_bytes: int = 400) -> int:
+def attribute_bytes(spans: Any, event_bytes: int = 400, event_values: bool = False) -> int:
     """Rough memory held by the attribute values and events of ``spans``, without encoding
     anything: values still deferred (see :meth:`LiveSpan._defer`) count by their raw lengths.
-    For size estimates on the caller's thread, so it only reads lengths."""
+    For size estimates on the caller's thread, so it only reads lengths. ``event_values``: count
+    the events' attribute values too (streamed chunks carry up to a whole value each), not only
+    ``event_bytes`` per event."""
     total = 0
     for span in spans:
         values = _otel_sdk.attribute_mapping(span).values()
-        events = len(_otel_sdk.event_list(span))  # (creates no deque that was never needed)
+        events = _otel_sdk.event_list(span)  # (creates no deque that was never needed)
         try:
             total += sum(map(len, values))  # flowtel's values are all strings: one C loop
         except TypeError:
             total += sum(len(v) if type(v) is str else 16 for v in values)
         if events:
-            total += events * event_bytes
+            total += len(events) * event_bytes
+            if event_values:
+                total += _event_value_bytes(events)
         deferred = getattr(span, _DEFERRED_SLOT, None)
         if deferred:
             total += _deferred_bytes(deferred)
+    return total
+
+
+def _event_value_bytes(events: Any) -> int:
+    total = 0
+    for event in events:
+        attributes = event.attributes
+        if not attributes:
+            continue
+        for value in attributes.values():
+            if type(value) is str:
+                total += len(value)
+            elif isinstance(value, (list, tuple)):
+                total += sum(len(v) if type(v) is str else 16 for v in value)
+            else:
+                total += 16
     return total
 
 

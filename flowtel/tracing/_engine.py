@@ -124,7 +124,8 @@ def start_live_span(
     try:
         if type(name) is not str:
             name = safe_str(name)
-        span_type = span_type_name(span_type)
+        if type(span_type) is not str or not span_type:  # (the common case needs no call)
+            span_type = span_type_name(span_type)
         runtime = _runtime.get_runtime()
         # The sampler's per-root override travels as a start attribute; everything else is
         # written into the span directly by LiveSpan below.

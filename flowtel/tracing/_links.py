@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 from flowtel import _config
@@ -49,17 +50,20 @@ def experiment_id_of_location(location: Any) -> str | None:
 
 def set_location(experiment_id: str, *, context_local: bool) -> None:
     """Route traces started from now on (in this context only when ``context_local``)."""
-    global _global_location
+    global _global_location, _context_locations_used
     if context_local:
         _context_location.set(experiment_id)
+        _context_locations_used = True  # for good: other contexts may hold one
     else:
         _global_location = experiment_id
+    _recompute_idle()
 
 
 def clear_locations() -> None:
     global _global_location
     _global_location = None
     _context_location.set(None)
+    _recompute_idle()
 
 
 def _routed_experiment_id() -> str | None:
@@ -69,12 +73,30 @@ def _routed_experiment_id() -> str | None:
 # -- the active model ----------------------------------------------------------------------------
 _active_model: str | None = None
 _env_cache: dict[str, str | None] | None = None
+_context_locations_used = False  # set_location(context_local=True) was ever called
+
+# -- the fast path ---------------------------------------------------------------------------------
+idle = False
+"""True while nothing here can link a trace except ``mlflow`` itself (callers check
+``_MLFLOW_FLUENT in sys.modules`` too): no location, no active model, the environment read and
+empty. Lets the runtime skip :func:`apply_on_root_start` with one global read per trace.
+Recomputed from the state under a lock by every writer of that state, so it is never stale."""
+_idle_lock = threading.RLock()  # reentrant: the environment is read on the user's thread
+
+
+def _recompute_idle() -> None:
+    global idle
+    with _idle_lock:
+        env = _env_cache
+        idle = (env is not None and not env["any"] and _active_model is None
+                and _global_location is None and not _context_locations_used)
 
 
 def set_active_model(model_id: str | None) -> None:
     """Link traces started from now on to this LoggedModel id (``None`` clears it)."""
     global _active_model
     _active_model = None if model_id is None else str(model_id)
+    _recompute_idle()
 
 
 def _env() -> dict[str, str | None]:
@@ -84,6 +106,7 @@ def _env() -> dict[str, str | None]:
         run = _config.MLFLOW_RUN_ID.get() or None
         model = _config.MLFLOW_ACTIVE_MODEL_ID.get() or _config._MLFLOW_ACTIVE_MODEL_ID.get() or None
         env = _env_cache = {"run": run, "model": model, "any": run or model}
+        _recompute_idle()
     return env
 
 
@@ -91,6 +114,7 @@ def forget_environment() -> None:
     """Read the environment variables again for the next trace (a new runtime)."""
     global _env_cache
     _env_cache = None
+    _recompute_idle()
 
 
 def reset() -> None:

@@ -35,7 +35,7 @@ class TraceRecord:
     __slots__ = (
         "otel_trace_id", "_trace_id", "root_span_id", "root_name",
         "started", "finished", "open_spans", "live", "_tags", "_metadata", "client_request_id",
-        "_request_preview", "_response_preview", "state", "experiment_id", "_assessments",
+        "_request_preview", "_response_preview", "preview_chars", "state", "experiment_id", "_assessments",
         "start_monotonic", "remote_parent",
     )
 
@@ -57,6 +57,7 @@ class TraceRecord:
         self.client_request_id: str | None = None
         self._request_preview: str | None = None
         self._response_preview: str | None = None
+        self.preview_chars = 0  # length of both explicit previews (size estimates read no property)
         self.state: str | None = None
         self.experiment_id: str | None = None
         self._assessments: list[Any] | None = None
@@ -92,6 +93,7 @@ class TraceRecord:
     @request_preview.setter
     def request_preview(self, text: str | None) -> None:
         self._request_preview = _preview(text)
+        self._count_preview_chars()
 
     @property
     def response_preview(self) -> str | None:
@@ -100,6 +102,10 @@ class TraceRecord:
     @response_preview.setter
     def response_preview(self, text: str | None) -> None:
         self._response_preview = _preview(text)
+        self._count_preview_chars()
+
+    def _count_preview_chars(self) -> None:
+        self.preview_chars = len(self._request_preview or "") + len(self._response_preview or "")
 
     @property
     def trace_id(self) -> str:
@@ -190,8 +196,11 @@ class TraceAssembler(SpanProcessor):
                 # Whoever removes the record hands it off: exactly once, even if a nested
                 # section (signal handler) completed the trace in between.
                 done = record.open_spans <= 0 and self._traces.pop(tid, None) is record
-                if done:
-                    self._remember_closed_locked(tid)
+                if done:  # (_remember_closed_locked, inlined: once per trace on the caller's path)
+                    closed = self._closed
+                    closed[tid] = None
+                    if len(closed) > _MAX_EXPIRED_IDS:
+                        del closed[next(iter(closed))]
             if live is not None and live._span is not span:
                 # Ended through the SDK (e.g. the OTel API's span.end()): the snapshot shares
                 # the live span's attributes, so values still deferred on it are encoded now.

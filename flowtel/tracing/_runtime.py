@@ -7,6 +7,7 @@ user's thread: destinations open connections and files on their delivery workers
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from flowtel.delivery._store import TraceStore
 
 _logger = logging.getLogger("flowtel")
+_modules = sys.modules
+_MLFLOW_FLUENT = _links._MLFLOW_FLUENT
 
 hand_off_observers: list[Callable[[PendingTrace], None]] = []
 """Called (on the thread that ended the trace) with each finished trace; e.g. notebook display."""
@@ -160,7 +163,8 @@ class Runtime:
         scope = _scope.current.get()
         if scope.tags or scope.metadata:
             _apply_scope(record, scope)
-        _links.apply_on_root_start(record)  # run, model, set_destination(location): before set_experiment
+        if not _links.idle or _MLFLOW_FLUENT in _modules:  # (the common case: nothing to link)
+            _links.apply_on_root_start(record)  # run, model, set_destination(location): before set_experiment
         if _experiments._active is not None:
             _experiments.on_root_start(record)
         timeouts = self.timeouts

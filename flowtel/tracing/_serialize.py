@@ -295,7 +295,8 @@ def _scan(value: Any, depth: int, budget: int, limits: CaptureLimits) -> int:
     """
     if depth >= limits.max_depth or len(value) > limits.max_items:
         return -1
-    if limits.redact and type(value) is not dict and _is_credential_pair(value):
+    if (limits.redact and type(value) is not dict and len(value) == 2 and type(value[0]) is str
+            and _is_credential_pair(value)):
         return -1  # ("Authorization", "...") header pairs: the slow path redacts them
     budget -= len(value)
     if budget < 0:
